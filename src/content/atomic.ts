@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { open, rename, rm, mkdir } from 'node:fs/promises';
+import { dirname, basename, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+/** A temporary name beside `path`, so that the final rename stays on one filesystem. */
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+async function fsyncPath(path: string, flags = 'r'): Promise<void> {
+  const fh = await open(path, flags);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Makes a completed rename durable. Some filesystems refuse fsync on directories; that is not fatal. */
+export async function fsyncDir(dir: string): Promise<void> {
+  try {
+    await fsyncPath(dir);
+  } catch {
+    /* best effort */
+  }
+}
+
+/**
+ * Streams `body` to a temp file beside `path`, fsyncs it and renames it into place. If the stream fails
+ * (for example a verifying stream that found a mismatch), the temp file is removed and `path` is untouched.
+ */
+export async function writeStreamAtomic(
+  path: string,
+  body: Readable,
+  opts: { mode?: number; signal?: AbortSignal } = {},
+): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = tempPathFor(path);
+  try {
+    await pipeline(body, createWriteStream(tmp, { mode: opts.mode ?? 0o644, highWaterMark: 1 << 20 }), {
+      signal: opts.signal,
+    });
+    await fsyncPath(tmp, 'r+');
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dirname(path));
+}
+
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  opts: { mode?: number } = {},
+): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = tempPathFor(path);
+  try {
+    const fh = await open(tmp, 'wx', opts.mode ?? 0o644);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dirname(path));
+}

@@ -1,0 +1,74 @@
+/**
+ * One error family for the whole of lading. Codes are stable strings: scripts and library users match on
+ * them, so a code is never renamed or reused for another meaning.
+ */
+export const ErrorCodes = {
+  E_USAGE: 'the command line or an argument is malformed',
+  E_REFERENCE_INVALID: 'a reference does not follow the distribution grammar',
+  E_DIGEST_INVALID: 'a digest is malformed or uses an unsupported algorithm',
+  E_DIGEST_MISMATCH: 'content does not hash to the digest that names it',
+  E_SIZE_MISMATCH: 'content is longer or shorter than its descriptor says',
+  E_MANIFEST_INVALID: 'a manifest or index is malformed',
+  E_MANIFEST_TOO_LARGE: 'a manifest is larger than the 4 MiB limit',
+  E_MEDIA_TYPE_UNSUPPORTED: 'a media type is not one lading can handle here',
+  E_JSON_INVALID: 'a document is not valid JSON',
+  E_NOT_FOUND: 'a repository, tag, manifest or blob does not exist',
+  E_UNAUTHORIZED: 'the registry wants credentials, or refused the ones given',
+  E_DENIED: 'the registry refused access to the resource',
+  E_TOO_MANY_REQUESTS: 'the registry kept rate-limiting after retries',
+  E_REGISTRY: 'the registry answered with an error',
+  E_PROTOCOL: 'the registry broke the distribution protocol',
+  E_NETWORK: 'the registry could not be reached, or the connection failed',
+  E_UNSAFE_PATH: 'a path would escape its destination',
+  E_LAYOUT_INVALID: 'an OCI image layout on disk is malformed',
+  E_CREDENTIALS: 'credentials could not be read, stored or obtained',
+  E_IO: 'a local file operation failed',
+  E_ABORTED: 'the operation was cancelled',
+  E_UNSUPPORTED: 'the operation is not supported by this target',
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export interface LadingErrorOptions {
+  hint?: string;
+  cause?: unknown;
+  /** Machine-readable facts about the failure (never credentials). */
+  details?: Record<string, unknown>;
+}
+
+export class LadingError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: LadingErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'LadingError';
+    this.code = code;
+    this.hint = options.hint;
+    this.details = options.details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; hint?: string; details?: Record<string, unknown> } {
+    return {
+      code: this.code,
+      message: this.message,
+      ...(this.hint ? { hint: this.hint } : {}),
+      ...(this.details ? { details: this.details } : {}),
+    };
+  }
+}
+
+export function isLadingError(err: unknown, code?: ErrorCode): err is LadingError {
+  return err instanceof LadingError && (code === undefined || err.code === code);
+}
+
+/** Wraps anything thrown into a LadingError, keeping LadingErrors as they are. */
+export function toLadingError(err: unknown, fallback: ErrorCode = 'E_IO'): LadingError {
+  if (err instanceof LadingError) return err;
+  if (err instanceof Error && err.name === 'AbortError') {
+    return new LadingError('E_ABORTED', 'the operation was cancelled', { cause: err });
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return new LadingError(fallback, message, { cause: err });
+}
