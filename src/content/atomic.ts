@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { open, rename, rm, mkdir } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -37,15 +36,19 @@ export async function writeStreamAtomic(
   body: Readable,
   opts: { mode?: number; signal?: AbortSignal } = {},
 ): Promise<void> {
+  // A body that fails before the pipeline is attached (a small one that is verified at once) keeps its
+  // error for the pipeline instead of crashing the process as an unhandled 'error' event.
+  body.on('error', () => undefined);
   await mkdir(dirname(path), { recursive: true });
   const tmp = tempPathFor(path);
   try {
-    await pipeline(body, createWriteStream(tmp, { mode: opts.mode ?? 0o644, highWaterMark: 1 << 20 }), {
-      signal: opts.signal,
-    });
-    await fsyncPath(tmp, 'r+');
+    // The temp file exists before any byte flows, so a failure can always remove it. The stream owns the
+    // handle: it fsyncs (flush) and closes it when it finishes, and closes it when it fails.
+    const fh = await open(tmp, 'wx', opts.mode ?? 0o644);
+    await pipeline(body, fh.createWriteStream({ highWaterMark: 1 << 20, flush: true }), { signal: opts.signal });
     await rename(tmp, path);
   } catch (err) {
+    body.destroy();
     await rm(tmp, { force: true });
     throw err;
   }

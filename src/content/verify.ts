@@ -12,6 +12,8 @@ const verifiedFor = new WeakMap<Readable, string>();
  */
 export class VerifyingStream extends Transform {
   readonly expected: Descriptor;
+  /** Called with the running byte count as bytes pass; set by whoever draws progress. */
+  onProgress: ((bytes: number) => void) | undefined;
   private readonly digester: Digester;
   private seen = 0;
 
@@ -35,6 +37,7 @@ export class VerifyingStream extends Transform {
       return;
     }
     this.digester.update(chunk);
+    this.onProgress?.(this.seen);
     done(null, chunk);
   }
 
@@ -70,6 +73,10 @@ export function verified(body: Readable, desc: Descriptor): Readable {
   if (verifiedFor.get(body) === `${desc.digest}/${desc.size}`) return body;
   const v = new VerifyingStream(desc);
   body.on('error', (err) => v.destroy(err));
+  // pipe() leaves the source open when the destination fails; let go of its file or socket too.
+  v.on('close', () => {
+    if (!body.readableEnded) body.destroy();
+  });
   return body.pipe(v);
 }
 

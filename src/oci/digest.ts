@@ -90,8 +90,16 @@ export function digestOf(data: Uint8Array | string, algorithm: DigestAlgorithm =
   return new Digester(algorithm).update(data).digest();
 }
 
-/** `sha256:abc` → `sha256-abc`: the referrers tag schema of distribution-spec 1.1. */
+/**
+ * `sha256:abc` → `sha256-abc`: the referrers tag schema of distribution-spec 1.1. The schema is defined for
+ * any well-formed digest, including algorithms lading cannot verify, so only the form is checked here.
+ */
 export function referrersTag(digest: string): string {
-  const { algorithm, encoded } = parseDigest(digest);
+  if (typeof digest !== 'string' || !DIGEST_RE.test(digest)) {
+    throw invalid(String(digest), 'format', 'not of the form algorithm:encoded');
+  }
+  const colon = digest.indexOf(':');
+  const algorithm = digest.slice(0, colon);
+  const encoded = digest.slice(colon + 1);
   return `${algorithm.slice(0, 32)}-${encoded.slice(0, 64)}`.replace(/[^a-zA-Z0-9_.-]/g, '-');
 }

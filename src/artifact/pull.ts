@@ -1,0 +1,138 @@
+import { lstat, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { LadingError } from '../errors.js';
+import type { ProgressEvent, Target } from '../content/interfaces.js';
+import { fetchBytes } from '../content/read.js';
+import { writeStreamAtomic, fsyncDir } from '../content/atomic.js';
+import { VerifyingStream } from '../content/verify.js';
+import { extractTar } from '../archive/extract.js';
+import type { Descriptor } from '../oci/descriptor.js';
+import { Digester, hashableAlgorithm, isDigest } from '../oci/digest.js';
+import { parseManifest } from '../oci/manifest.js';
+import { formatPlatform } from '../oci/platform.js';
+import { Annotation } from '../oci/mediatype.js';
+import { Limiter } from '../graph/limiter.js';
+import { titleFor } from './files.js';
+
+export interface PullFilesOptions {
+  concurrency?: number;
+  onProgress?: (event: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface PulledFile {
+  title: string;
+  path: string;
+  descriptor: Descriptor;
+  kind: 'file' | 'directory';
+}
+
+export interface PullFilesResult {
+  descriptor: Descriptor;
+  files: PulledFile[];
+  /** Layers without a title, which have no name to be written under. */
+  skipped: Descriptor[];
+}
+
+/**
+ * Writes the titled layers of the artifact at `reference` into `outDir`: files by title, directory layers
+ * unpacked. Every title is checked before any byte is fetched; each file appears whole or not at all.
+ */
+export async function pullFiles(target: Target, reference: string, outDir: string, opts: PullFilesOptions = {}): Promise<PullFilesResult> {
+  const root = await target.resolve(reference);
+  const parsed = parseManifest(await fetchBytes(target, root, undefined, opts.signal), root.mediaType);
+  if (parsed.kind === 'index') {
+    const platforms = parsed.manifest.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : m.digest));
+    throw new LadingError('E_UNSUPPORTED', `${reference} is an index of ${parsed.manifest.manifests.length} manifests`, {
+      hint: `pull one of them by digest: ${platforms.join(', ')}`,
+      details: { manifests: parsed.manifest.manifests },
+    });
+  }
+  const out = resolve(outDir);
+  const plan: Array<{ title: string; desc: Descriptor; dest: string; unpack: boolean }> = [];
+  const skipped: Descriptor[] = [];
+  const seen = new Set<string>();
+  for (const layer of parsed.manifest.layers) {
+    const raw = layer.annotations?.[Annotation.Title];
+    if (raw === undefined) {
+      skipped.push(layer);
+      continue;
+    }
+    const title = titleFor(raw);
+    if (seen.has(title)) throw new LadingError('E_MANIFEST_INVALID', `two layers are titled "${title}"`);
+    seen.add(title);
+    const dest = join(out, title);
+    if (dest !== out && !dest.startsWith(out + sep)) {
+      throw new LadingError('E_UNSAFE_PATH', `layer title "${raw}" leaves ${out}`);
+    }
+    plan.push({ title, desc: layer, dest, unpack: layer.annotations?.[Annotation.OrasUnpack] === 'true' });
+  }
+  await mkdir(out, { recursive: true });
+  for (const p of plan) await refuseLinkedParents(out, p.dest);
+
+  const limiter = new Limiter(Math.max(1, opts.concurrency ?? 4));
+  const files = await Promise.all(
+    plan.map((p) =>
+      limiter.run(async (): Promise<PulledFile> => {
+        const body = await target.fetch(p.desc, { signal: opts.signal });
+        if (body instanceof VerifyingStream && opts.onProgress) {
+          const report = opts.onProgress;
+          body.onProgress = (bytes) => report({ desc: p.desc, bytes, total: p.desc.size, state: 'transfer' });
+        }
+        if (p.unpack) {
+          await unpackDirectory(body, p.title, p.dest, out, p.desc);
+        } else {
+          await writeStreamAtomic(p.dest, body, { signal: opts.signal });
+        }
+        opts.onProgress?.({ desc: p.desc, bytes: p.desc.size, total: p.desc.size, state: 'done' });
+        return { title: p.title, path: p.dest, descriptor: p.desc, kind: p.unpack ? 'directory' : 'file' };
+      }),
+    ),
+  );
+  return { descriptor: root, files, skipped };
+}
+
+/** An existing link on the way to a destination could carry the write outside `out`. */
+async function refuseLinkedParents(out: string, dest: string): Promise<void> {
+  let dir = dirname(dest);
+  while (dir.length > out.length) {
+    const info = await lstat(dir).catch(() => undefined);
+    if (info?.isSymbolicLink()) {
+      throw new LadingError('E_UNSAFE_PATH', `${dir} is a symbolic link; pulling through it could write outside ${out}`, {
+        hint: 'remove the link or pull into another directory',
+      });
+    }
+    dir = dirname(dir);
+  }
+}
+
+/**
+ * Extracts a directory layer into a fresh directory beside the destination and renames it into place
+ * only once the layer's digest (and ORAS's digest of the tar inside) have checked out.
+ */
+async function unpackDirectory(body: Readable, title: string, dest: string, out: string, desc: Descriptor): Promise<void> {
+  await mkdir(dirname(dest), { recursive: true });
+  const staging = await mkdtemp(join(out, '.lading-unpack-'));
+  try {
+    const tarDigest = desc.annotations?.[Annotation.OrasDigest];
+    const hasher = tarDigest && isDigest(tarDigest) ? new Digester(hashableAlgorithm(tarDigest)) : undefined;
+    await extractTar(body, staging, { requirePrefix: title, onTarBytes: hasher ? (c) => hasher.update(c) : undefined });
+    if (hasher && hasher.digest() !== tarDigest) {
+      throw new LadingError('E_DIGEST_MISMATCH', `the tar inside ${desc.digest} hashes to ${hasher.digest()}, not ${tarDigest}`, {
+        details: { expected: tarDigest, actual: hasher.digest() },
+      });
+    }
+    const unpacked = join(staging, title);
+    await lstat(unpacked).catch(() => mkdir(unpacked, { recursive: true }));
+    // Replace an earlier pull of the same directory: move it aside, move the new one in, drop the old.
+    const aside = `${staging}.old`;
+    const had = await lstat(dest).then(() => true, () => false);
+    if (had) await rename(dest, aside);
+    await rename(unpacked, dest);
+    await fsyncDir(dirname(dest));
+    if (had) await rm(aside, { recursive: true, force: true });
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,43 @@
+import type { Command } from 'commander';
+import { copy } from '../graph/copy.js';
+import { isDigest } from '../oci/digest.js';
+import { makeTransport, openTarget, parseConcurrency, type GlobalOptions } from './context.js';
+import { emit, humanSize, Progress } from './output.js';
+import { withCommon } from './common.js';
+
+interface CopyOptions extends GlobalOptions {
+  referrers?: boolean;
+}
+
+export function register(program: Command): void {
+  withCommon(
+    program
+      .command('copy')
+      .alias('cp')
+      .description('copy an artifact or image (its whole graph) between registries and layouts')
+      .argument('<source>', 'registry/repository[:tag|@digest] or layout:<dir>[:tag|@digest]')
+      .argument('<destination>', 'registry/repository[:tag] or layout:<dir>[:tag]; without a tag, the source tag')
+      .option('-r, --referrers', 'also copy signatures, attestations and other referrers, recursively'),
+  ).action(async (source: string, destination: string, opts: CopyOptions) => {
+    const transport = makeTransport(opts);
+    const src = await openTarget(source, opts, { transport });
+    const dst = await openTarget(destination, opts, { create: true, transport });
+    const tag = dst.explicit ? dst.reference : isDigest(src.reference) ? undefined : src.reference;
+    const progress = new Progress(!opts.json);
+    try {
+      const result = await copy(src.target, src.reference, dst.target, tag && !isDigest(tag) ? tag : undefined, {
+        referrers: opts.referrers,
+        concurrency: parseConcurrency(opts.concurrency),
+        onProgress: progress.onEvent,
+      });
+      progress.stop();
+      emit(opts.json, { source: src.display, destination: dst.display, tag, ...result }, () => [
+        `Copied ${src.display} => ${dst.display}${tag && !dst.explicit ? `:${tag}` : ''}`,
+        `Digest: ${result.root.digest}`,
+        `${result.copied} copied (${humanSize(result.bytes)}), ${result.skipped} already present, ${result.mounted} mounted`,
+      ]);
+    } finally {
+      progress.stop();
+    }
+  });
+}
