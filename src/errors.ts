@@ -20,6 +20,7 @@ export const ErrorCodes = {
   E_PROTOCOL: 'the registry broke the distribution protocol',
   E_NETWORK: 'the registry could not be reached, or the connection failed',
   E_UNSAFE_PATH: 'a path would escape its destination',
+  E_ARCHIVE_INVALID: 'an archive is malformed or exceeds a safety bound',
   E_LAYOUT_INVALID: 'an OCI image layout on disk is malformed',
   E_CREDENTIALS: 'credentials could not be read, stored or obtained',
   E_IO: 'a local file operation failed',

@@ -74,7 +74,7 @@ export async function extractTar(source: Readable, dest: string, options: Extrac
       if (failure) return entry.resume();
       result.entries++;
       if (result.entries > opts.maxEntries) {
-        fail(new LadingError('E_UNSAFE_PATH', `archive has more than ${opts.maxEntries} entries`));
+        fail(new LadingError('E_ARCHIVE_INVALID', `archive has more than ${opts.maxEntries} entries`));
         return entry.resume();
       }
       const rel = safeRelative(entry.path, opts, refuse);
@@ -93,7 +93,7 @@ export async function extractTar(source: Readable, dest: string, options: Extrac
         case 'ContiguousFile': {
           result.bytes += entry.size;
           if (result.bytes > opts.maxBytes) {
-            fail(new LadingError('E_UNSAFE_PATH', `archive expands to more than ${opts.maxBytes} bytes`));
+            fail(new LadingError('E_ARCHIVE_INVALID', `archive expands to more than ${opts.maxBytes} bytes`));
             return entry.resume();
           }
           const write = (async () => {
@@ -145,13 +145,15 @@ export async function extractTar(source: Readable, dest: string, options: Extrac
       }
     },
   });
-  parser.on('warn', (code: string, message: string) => fail(new LadingError('E_UNSAFE_PATH', `malformed archive: ${message} (${code})`)));
+  const malformed = (message: string, cause?: unknown) =>
+    new LadingError('E_ARCHIVE_INVALID', `malformed archive: ${message}`, { cause, hint: 'the archive is damaged or hostile; nothing was kept' });
+  parser.on('warn', (code: string, message: string | Error) => fail(malformed(`${String(message instanceof Error ? message.message : message)} (${code})`)));
   // The parser ends (or fails) once it has consumed everything written to it.
   const ended = new Promise<void>((resolve) => {
     parser.on('end', resolve);
     parser.on('close', resolve);
-    parser.on('error', (err: unknown) => {
-      fail(err);
+    parser.on('error', (err: Error) => {
+      fail(malformed(err.message, err));
       resolve();
     });
   });
@@ -162,7 +164,14 @@ export async function extractTar(source: Readable, dest: string, options: Extrac
       if (failure) break;
       opts.onTarBytes?.(chunk as Buffer);
       // A failed write leaves the parser waiting for a consumer forever; the failure ends the wait.
-      if (!parser.write(chunk as Buffer)) await Promise.race([once(parser, 'drain'), ended, failedSignal]);
+      let more: boolean;
+      try {
+        more = parser.write(chunk as Buffer);
+      } catch (err) {
+        fail(malformed((err as Error).message, err));
+        break;
+      }
+      if (!more) await Promise.race([once(parser, 'drain'), ended, failedSignal]);
     }
     if (!failure) {
       parser.end();
@@ -224,7 +233,7 @@ async function* gunzipBounded(input: AsyncIterable<unknown>, maxRatio: number, f
     for await (const chunk of gunzip) {
       outBytes += (chunk as Buffer).length;
       if (outBytes > 1024 * 1024 && outBytes > inBytes * maxRatio) {
-        fail(new LadingError('E_UNSAFE_PATH', `archive decompresses more than ${maxRatio}× its size; refusing a compression bomb`));
+        fail(new LadingError('E_ARCHIVE_INVALID', `archive decompresses more than ${maxRatio}× its size; refusing a compression bomb`));
         return;
       }
       yield chunk as Buffer;
