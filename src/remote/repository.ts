@@ -111,10 +111,11 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
       });
     }
     const digest = isDigest(ref) ? ref : headerDigest;
-    if (digest && isDigest(digest) && mediaType && Number.isSafeInteger(length) && length >= 0) {
-      return { mediaType, digest, size: length };
+    if (digest && isDigest(digest) && isManifestMediaType(mediaType) && Number.isSafeInteger(length) && length >= 0) {
+      return { mediaType: mediaType as string, digest, size: length };
     }
-    // Some registries leave out the digest or length on HEAD: read the manifest and compute them.
+    // Some registries leave out the digest or length on HEAD: read the manifest and compute them. A type
+    // that is no manifest type is not taken either: parsing the manifest under it refuses it with the cause.
     const { descriptor } = await this.fetchManifestByReference(ref, opts.signal);
     return descriptor;
   }
