@@ -346,6 +346,14 @@ export function clientSuite(kind: RegistryKind): void {
       await assert.rejects(stat(join(work, 'missing')));
       const usage = await lading(['push']);
       assert.equal(usage.code, 2);
+      // Neither a push of something that does not exist nor a copy from nowhere creates a layout.
+      const layoutDir = join(work, 'never-created');
+      const noFile = await lading(['push', `layout:${layoutDir}:v1`, 'does-not-exist.txt', '--json'], { cwd: work });
+      assert.equal(noFile.code, 1);
+      assert.equal(noFile.json.error.code, 'E_IO');
+      const noSource = await lading(['copy', `${reg!.host}/nothing/here:v1`, `layout:${layoutDir}:v1`, '--json']);
+      assert.equal(noSource.json.error.code, 'E_NOT_FOUND');
+      await assert.rejects(stat(layoutDir));
 
       const r = repo('bad/input');
       const notJson = Buffer.from('{"schemaVersion": 2, ');

@@ -114,7 +114,8 @@ export async function extractTar(source: Readable, dest: string, options: Extrac
         }
         case 'SymbolicLink': {
           const to = entry.linkpath ?? '';
-          if (!to || posix.isAbsolute(to) || to.includes('\0') || escapes(posix.join(posix.dirname(rel), to))) {
+          // A link must stay inside the part of the tree this archive owns (its prefix, when it has one).
+          if (!to || posix.isAbsolute(to) || to.includes('\0') || escapes(posix.join(posix.dirname(rel), to), opts.requirePrefix)) {
             refuse(entry.path, `symbolic link to "${printable(to)}" leads outside the destination`);
             return entry.resume();
           }
@@ -221,7 +222,9 @@ async function* gunzipBounded(input: AsyncIterable<unknown>, maxRatio: number, f
   const feed = (async () => {
     for await (const chunk of input) {
       inBytes += (chunk as Buffer).length;
-      if (!gunzip.write(chunk as Buffer)) await once(gunzip, 'drain');
+      // 'close' too: a gunzip destroyed by a consumer that stopped early never drains.
+      if (!gunzip.write(chunk as Buffer)) await Promise.race([once(gunzip, 'drain'), once(gunzip, 'close')]);
+      if (gunzip.destroyed) return;
     }
     gunzip.end();
   })().catch((err) => {
@@ -263,9 +266,12 @@ function safeRelative(path: string, opts: typeof DEFAULTS & ExtractOptions, refu
   return parts.join('/');
 }
 
-function escapes(normalized: string): boolean {
-  const n = posix.normalize(normalized);
-  return n === '..' || n.startsWith('../') || posix.isAbsolute(n);
+function escapes(target: string, within?: string): boolean {
+  const n = posix.normalize(target);
+  if (n === '..' || n.startsWith('../') || posix.isAbsolute(n)) return true;
+  if (!within) return false;
+  const root = posix.normalize(within).replace(/\/+$/, '');
+  return n !== root && !n.startsWith(`${root}/`);
 }
 
 function ancestorIsLink(rel: string, links: Set<string>): boolean {

@@ -1,6 +1,7 @@
 import { createWriteStream } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { basename, join, posix } from 'node:path';
+import { LadingError } from '../errors.js';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip, constants as zlib } from 'node:zlib';
@@ -26,7 +27,18 @@ async function sortedEntries(root: string): Promise<string[]> {
     for (const name of names) {
       const childRel = rel ? `${rel}/${name}` : name;
       out.push(childRel);
-      if ((await lstat(join(root, childRel))).isDirectory()) await walk(childRel);
+      const info = await lstat(join(root, childRel));
+      if (info.isDirectory()) await walk(childRel);
+      else if (info.isSymbolicLink()) {
+        // Pull refuses links that leave the directory (as ORAS does); refuse them here, before pushing.
+        const to = await readlink(join(root, childRel));
+        const resolved = posix.normalize(posix.join(posix.dirname(childRel), to));
+        if (posix.isAbsolute(to) || resolved === '..' || resolved.startsWith('../')) {
+          throw new LadingError('E_UNSAFE_PATH', `${join(root, childRel)} links to "${to}", outside the directory being pushed`, {
+            hint: 'replace the link with the file, or make it point inside the directory',
+          });
+        }
+      }
     }
   };
   await walk('');

@@ -99,26 +99,46 @@ class PushSource implements Storage {
  * Pushes files and directories as one artifact, ORAS-style: each file a layer titled by its path, each
  * directory one deterministic tar+gzip layer marked for unpacking. Tags the result as `tag` when given.
  */
-export async function pushFiles(target: Target, tag: string | undefined, inputs: FileInput[], opts: PushFilesOptions = {}): Promise<PushFilesResult> {
+/**
+ * Checks what a push would read — titles, media types, that every path is a file or directory — without
+ * touching any target, so that bad input is refused before anything is created.
+ */
+export async function checkInputs(inputs: FileInput[], opts: Pick<PushFilesOptions, 'cwd' | 'config' | 'artifactType'> = {}): Promise<void> {
   if (inputs.length === 0 && !opts.config) {
     throw new LadingError('E_USAGE', 'nothing to push', { hint: 'name at least one file or directory' });
   }
-  const source = new PushSource();
-  const work = await mkdtemp(join(tmpdir(), 'lading-push-'));
-  try {
-    const titles = new Set<string>();
-    const layers: Descriptor[] = [];
-    for (const input of inputs) {
+  const titles = new Set<string>();
+  for (const input of [...inputs, ...(opts.config ? [opts.config] : [])]) {
+    if (input !== opts.config) {
       const title = titleFor(input.path);
       if (titles.has(title)) throw new LadingError('E_USAGE', `"${title}" is named twice`);
       titles.add(title);
-      if (input.mediaType !== undefined && !isValidMediaType(input.mediaType)) {
-        throw new LadingError('E_USAGE', `invalid media type "${input.mediaType}" for ${input.path}`);
-      }
+    }
+    if (input.mediaType !== undefined && !isValidMediaType(input.mediaType)) {
+      throw new LadingError('E_USAGE', `invalid media type "${input.mediaType}" for ${input.path}`);
+    }
+    const info = await stat(resolve(opts.cwd ?? '.', input.path)).catch((err: NodeJS.ErrnoException) => {
+      throw new LadingError('E_IO', `cannot read ${input.path}: ${err.code ?? err.message}`, { cause: err });
+    });
+    if (!info.isFile() && !(info.isDirectory() && input !== opts.config)) {
+      throw new LadingError('E_USAGE', `${input.path} is neither a file nor a directory`);
+    }
+  }
+  if (opts.artifactType !== undefined && !isValidMediaType(opts.artifactType)) {
+    throw new LadingError('E_USAGE', `invalid artifact type "${opts.artifactType}"`);
+  }
+}
+
+export async function pushFiles(target: Target, tag: string | undefined, inputs: FileInput[], opts: PushFilesOptions = {}): Promise<PushFilesResult> {
+  await checkInputs(inputs, opts);
+  const source = new PushSource();
+  const work = await mkdtemp(join(tmpdir(), 'lading-push-'));
+  try {
+    const layers: Descriptor[] = [];
+    for (const input of inputs) {
+      const title = titleFor(input.path);
       const path = resolve(opts.cwd ?? '.', input.path);
-      const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
-        throw new LadingError('E_IO', `cannot read ${input.path}: ${err.code ?? err.message}`, { cause: err });
-      });
+      const info = await stat(path);
       const annotations: Record<string, string> = { [Annotation.Title]: title, ...opts.layerAnnotations?.[title] };
       if (info.isDirectory()) {
         const packed = join(work, `${layers.length}.tar.gz`);
@@ -127,12 +147,10 @@ export async function pushFiles(target: Target, tag: string | undefined, inputs:
         annotations[Annotation.OrasUnpack] = 'true';
         source.addFile(p.digest, packed);
         layers.push({ mediaType: input.mediaType ?? MediaType.ImageLayerGzip, digest: p.digest, size: p.size, annotations });
-      } else if (info.isFile()) {
+      } else {
         const { digest, size } = await digestFile(path, opts.signal);
         source.addFile(digest, path);
         layers.push({ mediaType: input.mediaType ?? MediaType.ImageLayer, digest, size, annotations });
-      } else {
-        throw new LadingError('E_USAGE', `${input.path} is neither a file nor a directory`);
       }
     }
 
@@ -145,9 +163,6 @@ export async function pushFiles(target: Target, tag: string | undefined, inputs:
     } else {
       source.addBytes(EmptyJSON.digest, Buffer.from('{}'));
       config = { mediaType: EmptyJSON.mediaType, digest: EmptyJSON.digest, size: EmptyJSON.size };
-    }
-    if (opts.artifactType !== undefined && !isValidMediaType(opts.artifactType)) {
-      throw new LadingError('E_USAGE', `invalid artifact type "${opts.artifactType}"`);
     }
     // The image-spec wants an artifactType whenever the config is the empty descriptor.
     const artifactType = opts.artifactType ?? (opts.config ? undefined : DEFAULT_ARTIFACT_TYPE);

@@ -1,4 +1,4 @@
-import { lstat, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, rename, rm, rmdir } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LadingError } from '../errors.js';
@@ -68,14 +68,29 @@ export async function pullFiles(target: Target, reference: string, outDir: strin
     }
     plan.push({ title, desc: layer, dest, unpack: layer.annotations?.[Annotation.OrasUnpack] === 'true' });
   }
+  // A title inside another (`d` and `d/x`) would let one layer write through what another layer made.
+  const titles = [...seen].sort();
+  for (let i = 1; i < titles.length; i++) {
+    if (titles[i]!.startsWith(`${titles[i - 1]}/`)) {
+      throw new LadingError('E_UNSAFE_PATH', `layer title "${titles[i]}" lies inside layer "${titles[i - 1]}"`, {
+        hint: 'each layer must be written to a path of its own',
+      });
+    }
+  }
   await mkdir(out, { recursive: true });
   for (const p of plan) await refuseLinkedParents(out, p.dest);
 
   const limiter = new Limiter(Math.max(1, opts.concurrency ?? 4));
-  const files = await Promise.all(
-    plan.map((p) =>
-      limiter.run(async (): Promise<PulledFile> => {
-        const body = await target.fetch(p.desc, { signal: opts.signal });
+  const controller = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
+  const madeDirs: string[] = [];
+  const started = plan.map((p) =>
+    limiter.run(async (): Promise<PulledFile> => {
+      try {
+        signal.throwIfAborted();
+        const made = await mkdir(dirname(p.dest), { recursive: true });
+        if (made) madeDirs.push(...dirsBetween(made, dirname(p.dest)));
+        const body = await target.fetch(p.desc, { signal });
         if (body instanceof VerifyingStream && opts.onProgress) {
           const report = opts.onProgress;
           body.onProgress = (bytes) => report({ desc: p.desc, bytes, total: p.desc.size, state: 'transfer' });
@@ -83,14 +98,36 @@ export async function pullFiles(target: Target, reference: string, outDir: strin
         if (p.unpack) {
           await unpackDirectory(body, p.title, p.dest, out, p.desc);
         } else {
-          await writeStreamAtomic(p.dest, body, { signal: opts.signal });
+          await writeStreamAtomic(p.dest, body, { signal, beforeRename: () => refuseLinkedParents(out, p.dest) });
         }
         opts.onProgress?.({ desc: p.desc, bytes: p.desc.size, total: p.desc.size, state: 'done' });
         return { title: p.title, path: p.dest, descriptor: p.desc, kind: p.unpack ? 'directory' : 'file' };
-      }),
-    ),
+      } catch (err) {
+        // Before this slot goes to the next layer: nothing more starts once one layer has failed.
+        controller.abort(err);
+        throw err;
+      }
+    }),
   );
-  return { descriptor: root, files, skipped };
+  try {
+    return { descriptor: root, files: await Promise.all(started), skipped };
+  } catch (err) {
+    // No layer may still be writing once the caller hears of the failure; directories made for
+    // layers that never arrived go too.
+    await Promise.allSettled(started);
+    for (const dir of madeDirs.sort().reverse()) await rmdir(dir).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** `from` and every directory below it on the way to `to` (mkdir -p made them all). */
+function dirsBetween(from: string, to: string): string[] {
+  const out: string[] = [];
+  for (let d = to; d.length >= from.length; d = dirname(d)) {
+    out.push(d);
+    if (d === from) break;
+  }
+  return out;
 }
 
 /** An existing link on the way to a destination could carry the write outside `out`. */
@@ -125,11 +162,18 @@ async function unpackDirectory(body: Readable, title: string, dest: string, out:
     }
     const unpacked = join(staging, title);
     await lstat(unpacked).catch(() => mkdir(unpacked, { recursive: true }));
-    // Replace an earlier pull of the same directory: move it aside, move the new one in, drop the old.
+    await refuseLinkedParents(out, dest);
+    // Replace an earlier pull of the same directory: move it aside, move the new one in, drop the old;
+    // if the new one cannot move in, the old one goes back.
     const aside = `${staging}.old`;
     const had = await lstat(dest).then(() => true, () => false);
     if (had) await rename(dest, aside);
-    await rename(unpacked, dest);
+    try {
+      await rename(unpacked, dest);
+    } catch (err) {
+      if (had) await rename(aside, dest);
+      throw err;
+    }
     await fsyncDir(dirname(dest));
     if (had) await rm(aside, { recursive: true, force: true });
   } finally {

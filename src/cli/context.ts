@@ -18,6 +18,20 @@ export interface GlobalOptions {
 
 export const VERSION = '0.1.0';
 
+const interrupt = new AbortController();
+/** Aborted on SIGINT or SIGTERM, so that a verb stops its transfers and cleans up before exiting. */
+export const cliSignal: AbortSignal = interrupt.signal;
+
+export function installSignalHandlers(): void {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      // A second signal means: stop now, cleanup or not.
+      if (interrupt.signal.aborted) process.exit(130);
+      interrupt.abort(new LadingError('E_ABORTED', `interrupted by ${sig}`));
+    });
+  }
+}
+
 export function credentialStore(opts: GlobalOptions): CredentialStore {
   return new CredentialStore({ configPath: opts.registryConfig ?? process.env.LADING_REGISTRY_CONFIG });
 }

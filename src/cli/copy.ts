@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { copy } from '../graph/copy.js';
+import { copyGraph } from '../graph/copy.js';
 import { isDigest } from '../oci/digest.js';
-import { makeTransport, openTarget, parseConcurrency, type GlobalOptions } from './context.js';
+import { cliSignal, makeTransport, openTarget, parseConcurrency, type GlobalOptions } from './context.js';
 import { emit, humanSize, Progress } from './output.js';
 import { withCommon } from './common.js';
 
@@ -19,17 +19,22 @@ export function register(program: Command): void {
       .argument('<destination>', 'registry/repository[:tag] or layout:<dir>[:tag]; without a tag, the source tag')
       .option('-r, --referrers', 'also copy signatures, attestations and other referrers, recursively'),
   ).action(async (source: string, destination: string, opts: CopyOptions) => {
+    const concurrency = parseConcurrency(opts.concurrency);
     const transport = makeTransport(opts);
     const src = await openTarget(source, opts, { transport });
+    // The source must resolve before a destination layout is created.
+    const root = await src.target.resolve(src.reference);
     const dst = await openTarget(destination, opts, { create: true, transport });
     const tag = dst.explicit ? dst.reference : isDigest(src.reference) ? undefined : src.reference;
     const progress = new Progress(!opts.json);
     try {
-      const result = await copy(src.target, src.reference, dst.target, tag && !isDigest(tag) ? tag : undefined, {
+      const result = await copyGraph(src.target, dst.target, root, {
         referrers: opts.referrers,
-        concurrency: parseConcurrency(opts.concurrency),
+        concurrency,
         onProgress: progress.onEvent,
+        signal: cliSignal,
       });
+      if (tag && !isDigest(tag)) await dst.target.tag(root, tag);
       progress.stop();
       emit(opts.json, { source: src.display, destination: dst.display, tag, ...result }, () => [
         `Copied ${src.display} => ${dst.display}${tag && !dst.explicit ? `:${tag}` : ''}`,

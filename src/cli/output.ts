@@ -13,8 +13,9 @@ export function emit(json: boolean | undefined, value: unknown, human: () => str
   if (lines.length) process.stdout.write(`${lines.join('\n')}\n`);
 }
 
-/** 2 for what the user typed (a bad flag, a malformed reference), 1 for every refusal. */
+/** 2 for what the user typed (a bad flag, a malformed reference), 130 for an interruption, 1 for every refusal. */
 export function exitCodeFor(err: LadingError): number {
+  if (err.code === 'E_ABORTED') return 130;
   return err.code === 'E_USAGE' || err.code === 'E_REFERENCE_INVALID' ? 2 : 1;
 }
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { pullFiles } from '../artifact/pull.js';
-import { openTarget, parseConcurrency, type GlobalOptions } from './context.js';
+import { cliSignal, openTarget, parseConcurrency, type GlobalOptions } from './context.js';
 import { emit, humanSize, Progress } from './output.js';
 import { withCommon } from './common.js';
 
@@ -22,6 +22,7 @@ export function register(program: Command): void {
       const result = await pullFiles(opened.target, opened.reference, opts.output, {
         concurrency: parseConcurrency(opts.concurrency),
         onProgress: progress.onEvent,
+        signal: cliSignal,
       });
       progress.stop();
       emit(

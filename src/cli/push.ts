@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { LadingError } from '../errors.js';
-import { pushFiles, type FileInput } from '../artifact/files.js';
+import { checkInputs, pushFiles, type FileInput } from '../artifact/files.js';
 import { isValidMediaType } from '../oci/mediatype.js';
 import { isDigest } from '../oci/digest.js';
-import { openTarget, parseConcurrency, type GlobalOptions } from './context.js';
+import { cliSignal, openTarget, parseConcurrency, type GlobalOptions } from './context.js';
 import { emit, humanSize, Progress } from './output.js';
 import { collect, parseAnnotations, withCommon } from './common.js';
 
@@ -34,16 +34,23 @@ export function register(program: Command): void {
       .option('--config <file[:mediaType]>', 'a config blob instead of the empty one')
       .option('-a, --annotation <key=value>', 'manifest annotation (repeatable)', collect, []),
   ).action(async (reference: string, files: string[], opts: PushOptions) => {
+    const inputs = files.map(parseFileArg);
+    const config = opts.config ? parseFileArg(opts.config) : undefined;
+    const annotations = parseAnnotations(opts.annotation);
+    const concurrency = parseConcurrency(opts.concurrency);
+    // Bad input is refused before a layout is created or a registry is contacted.
+    await checkInputs(inputs, { config, artifactType: opts.artifactType });
     const opened = await openTarget(reference, opts, { create: true });
     if (isDigest(opened.reference)) throw new LadingError('E_USAGE', 'push needs a tag, not a digest', { hint: 'the digest is computed from what is pushed' });
     const progress = new Progress(!opts.json);
     try {
-      const result = await pushFiles(opened.target, opened.reference, files.map(parseFileArg), {
+      const result = await pushFiles(opened.target, opened.reference, inputs, {
         artifactType: opts.artifactType,
-        config: opts.config ? parseFileArg(opts.config) : undefined,
-        annotations: parseAnnotations(opts.annotation),
-        concurrency: parseConcurrency(opts.concurrency),
+        config,
+        annotations,
+        concurrency,
         onProgress: progress.onEvent,
+        signal: cliSignal,
       });
       progress.stop();
       const d = result.descriptor;

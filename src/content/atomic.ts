@@ -34,7 +34,7 @@ export async function fsyncDir(dir: string): Promise<void> {
 export async function writeStreamAtomic(
   path: string,
   body: Readable,
-  opts: { mode?: number; signal?: AbortSignal } = {},
+  opts: { mode?: number; signal?: AbortSignal; beforeRename?: () => Promise<void> } = {},
 ): Promise<void> {
   // A body that fails before the pipeline is attached (a small one that is verified at once) keeps its
   // error for the pipeline instead of crashing the process as an unhandled 'error' event.
@@ -46,6 +46,7 @@ export async function writeStreamAtomic(
     // handle: it fsyncs (flush) and closes it when it finishes, and closes it when it fails.
     const fh = await open(tmp, 'wx', opts.mode ?? 0o644);
     await pipeline(body, fh.createWriteStream({ highWaterMark: 1 << 20, flush: true }), { signal: opts.signal });
+    await opts.beforeRename?.();
     await rename(tmp, path);
   } catch (err) {
     body.destroy();

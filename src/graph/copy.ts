@@ -38,8 +38,14 @@ export interface CopyResult {
  */
 export async function copyGraph(src: Storage, dst: Storage, root: Descriptor, opts: CopyOptions = {}): Promise<CopyResult> {
   const run = new GraphCopy(src, dst, opts);
-  await run.node(root);
-  if (opts.referrers) await run.referrersOf(root);
+  try {
+    await run.node(root);
+    if (opts.referrers) await run.referrersOf(root);
+  } catch (err) {
+    // Stop every transfer still moving, and return only once they have let go of files and sockets.
+    await run.abort(err);
+    throw err;
+  }
   return { root, ...run.stats };
 }
 
@@ -59,12 +65,17 @@ class GraphCopy {
   /** Manifests copied in this run, whose referrers are looked up when asked for. */
   private readonly manifests: Descriptor[] = [];
 
+  private readonly controller = new AbortController();
+  /** The run's signal: the caller's, and this run's own abort on the first failure. */
+  private readonly signal: AbortSignal;
+
   constructor(
     private readonly src: Storage,
     private readonly dst: Storage,
     private readonly opts: CopyOptions,
   ) {
     this.limiter = new Limiter(Math.max(1, opts.concurrency ?? 4));
+    this.signal = opts.signal ? AbortSignal.any([opts.signal, this.controller.signal]) : this.controller.signal;
   }
 
   /** Each digest is copied once per run, however many parents name it. */
@@ -72,32 +83,58 @@ class GraphCopy {
     let p = this.done.get(desc.digest);
     if (!p) {
       p = isManifestMediaType(desc.mediaType) ? this.manifest(desc) : this.blob(desc);
+      p.catch((err: unknown) => this.controller.abort(err));
       this.done.set(desc.digest, p);
     }
     return p;
   }
 
+  /**
+   * Runs a task in a concurrency slot. A failure aborts the run before the slot passes to the next task,
+   * so that nothing new starts after the first failure.
+   */
+  private slot<T>(task: () => Promise<T>): Promise<T> {
+    return this.limiter.run(async () => {
+      try {
+        this.signal.throwIfAborted();
+        return await task();
+      } catch (err) {
+        this.controller.abort(err);
+        throw err;
+      }
+    });
+  }
+
+  async abort(reason: unknown): Promise<void> {
+    this.controller.abort(reason);
+    // Settle everything started, including what started while earlier work was settling.
+    for (let seen = -1; seen !== this.done.size; ) {
+      seen = this.done.size;
+      await Promise.allSettled([...this.done.values()]);
+    }
+  }
+
   private async manifest(desc: Descriptor): Promise<void> {
-    this.opts.signal?.throwIfAborted();
+    this.signal.throwIfAborted();
     this.manifests.push(desc);
-    if (await this.limiter.run(() => this.dst.exists(desc))) {
+    if (await this.slot(() => this.dst.exists(desc))) {
       // A manifest present at the destination was pushed after its children, so its graph is complete.
       this.stats.skipped++;
       this.emit(desc, desc.size, 'exists');
       return;
     }
-    const bytes = await this.limiter.run(() => fetchBytes(this.src, desc, undefined, this.opts.signal));
+    const bytes = await this.slot(() => fetchBytes(this.src, desc, undefined, this.signal));
     const parsed = parseManifest(bytes, desc.mediaType);
     await Promise.all(manifestChildren(parsed).map((child) => this.node(child)));
-    await this.limiter.run(() => this.dst.push(desc, Readable.from([bytes]), { signal: this.opts.signal }));
+    await this.slot(() => this.dst.push(desc, Readable.from([bytes]), { signal: this.signal }));
     this.stats.copied++;
     this.stats.bytes += bytes.length;
     this.emit(desc, desc.size, 'done');
   }
 
   private blob(desc: Descriptor): Promise<void> {
-    return this.limiter.run(async () => {
-      this.opts.signal?.throwIfAborted();
+    return this.slot(async () => {
+      this.signal.throwIfAborted();
       if (desc.urls?.length && !(await this.src.exists(desc))) {
         // Foreign layers live elsewhere by design; the manifest that names them is enough.
         this.stats.skipped++;
@@ -115,9 +152,9 @@ class GraphCopy {
           return;
         }
       }
-      const body = await this.src.fetch(desc, { signal: this.opts.signal });
+      const body = await this.src.fetch(desc, { signal: this.signal });
       const observed = this.observe(body, desc);
-      await this.dst.push(desc, observed, { signal: this.opts.signal });
+      await this.dst.push(desc, observed, { signal: this.signal });
       this.stats.copied++;
       this.stats.bytes += desc.size;
       this.emit(desc, desc.size, 'done');
@@ -141,6 +178,9 @@ class GraphCopy {
       },
     });
     body.on('error', (err) => counter.destroy(err));
+    counter.on('close', () => {
+      if (!body.readableEnded) body.destroy();
+    });
     return body.pipe(counter);
   }
 

@@ -59,7 +59,8 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
   readonly registry: string;
   readonly repository: string;
   readonly transport: Transport;
-  private referrersMode: 'auto' | 'api' | 'tag';
+  private readonly referrersMode: 'auto' | 'api' | 'tag';
+  private referrersApiMissing = false;
   private readonly chunkThreshold: number;
   private readonly chunkSize: number;
   private readonly maxResumes: number;
@@ -193,8 +194,22 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
       const res = await this.transport.expect(
         this.req({ method: 'GET', path: this.url('blobs', desc.digest), headers, scopes: [this.scope('pull')], signal }),
         pos > 0 ? [200, 206] : [200],
-      );
+      ).catch((err: unknown) => {
+        // Asking for bytes past the end means the blob is shorter than its descriptor.
+        if (pos > 0 && isLadingError(err) && err.details?.status === 416) {
+          throw new LadingError('E_SIZE_MISMATCH', `content of ${desc.digest}: the registry has fewer than ${desc.size} bytes`, { cause: err });
+        }
+        throw err;
+      });
       let skip = 0;
+      const total = res.statusCode === 200 ? Number(header(res.headers['content-length'])) : Number(/\/(\d+)$/.exec(header(res.headers['content-range']) ?? '')?.[1]);
+      if (Number.isSafeInteger(total) && total !== desc.size) {
+        // The registry says up front that the blob is not the size its descriptor names: fail before reading it.
+        await res.body.dump();
+        throw new LadingError('E_SIZE_MISMATCH', `content of ${desc.digest}: registry has ${total} bytes, the descriptor says ${desc.size}`, {
+          details: { digest: desc.digest, expected: desc.size, actual: total },
+        });
+      }
       if (pos > 0 && res.statusCode === 200) {
         skip = pos; // the registry ignored Range: drop what we already have
       } else if (pos > 0) {
@@ -293,7 +308,7 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
       throw new LadingError('E_DIGEST_MISMATCH', `registry stored manifest as ${returned}, expected ${desc.digest}`);
     }
     const subject = parsed.manifest.subject;
-    if (!subject || tag !== undefined) return;
+    if (!subject) return;
     const apiAnswered = header(res.headers['oci-subject']) !== undefined;
     if (this.referrersMode === 'tag' || (this.referrersMode === 'auto' && !apiAnswered)) {
       await this.updateReferrersIndex(subject, (entries) => {
@@ -427,11 +442,13 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
       } catch (err) {
         if (signal?.aborted || resumes >= this.maxResumes) throw err;
         const code = isLadingError(err) ? (err.details?.cause as string | undefined) : errorCode(err);
-        const transient = (isLadingError(err, 'E_NETWORK') && code) || (isLadingError(err) && [500, 502, 503, 504].includes(Number(err.details?.status)));
+        const transient = (isLadingError(err, 'E_NETWORK') && code) || (isLadingError(err) && [429, 500, 502, 503, 504].includes(Number(err.details?.status)));
         if (!transient) throw err;
         const status = await this.uploadStatus(location, signal);
         location = status.location;
-        const held = status.end + 1;
+        // distribution reports an empty upload as "0-0", the same as one holding a single byte; at the
+        // start of an upload the empty reading is the likely one (a wrong guess gets a clear 416).
+        const held = status.end === 0 && offset === 0 ? 0 : status.end + 1;
         if (held < offset || held > offset + chunk.length) {
           throw new LadingError('E_PROTOCOL', `registry holds ${held} bytes of an upload that should hold ${offset}-${offset + chunk.length}`);
         }
@@ -485,19 +502,25 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
     if (opts.pageSize) query.set('n', String(opts.pageSize));
     if (opts.last) query.set('last', opts.last);
     let path: string | undefined = `${this.url('tags', 'list')}${query.size ? `?${query}` : ''}`;
-    let last = opts.last;
+    const seen = new Set<string>();
     for (let page = 0; path && page < MAX_PAGES; page++) {
       const res = await this.transport.expect(this.req({ method: 'GET', path, scopes: [this.scope('pull')], signal: opts.signal }), [200]);
       const doc = parseJson(await readCapped(res.body, 16 * 1024 * 1024, 'tag list'), 'tag list') as { tags?: unknown };
-      // Some registries (distribution 2.8) ignore `n` and `last` and answer every tag, unsorted, in one
-      // page: sorting each page and skipping what is not past `last` gives the same listing either way.
-      const tags = (Array.isArray(doc.tags) ? doc.tags.filter((t): t is string => typeof t === 'string') : []).sort(byCodePoint);
-      for (const t of tags) {
-        if (last !== undefined && t <= last) continue;
-        yield t;
-        last = t;
+      let tags = Array.isArray(doc.tags) ? doc.tags.filter((t): t is string => typeof t === 'string') : [];
+      const next = nextLink(res.headers.link, this.transport.baseUrl(this.registry));
+      if (page === 0 && !next) {
+        // The whole listing came in one page. Some registries (distribution 2.8) answer that way whatever
+        // `n` and `last` say, unsorted: order it, and start after `last` here.
+        tags = tags.sort(byCodePoint);
+        if (opts.last !== undefined) tags = tags.filter((t) => t > (opts.last as string));
       }
-      path = nextLink(res.headers.link, this.transport.baseUrl(this.registry));
+      // Across pages the registry's own order stands; a tag is only ever listed once.
+      for (const t of tags) {
+        if (seen.has(t)) continue;
+        seen.add(t);
+        yield t;
+      }
+      path = next;
     }
   }
 
@@ -524,7 +547,7 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
   // ---------------------------------------------------------------- referrers
 
   async *referrers(subject: Descriptor, artifactType?: string, opts: { signal?: AbortSignal } = {}): AsyncGenerator<Descriptor> {
-    if (this.referrersMode !== 'tag') {
+    if (this.referrersMode === 'api' || (this.referrersMode === 'auto' && !this.referrersApiMissing)) {
       const viaApi = await this.referrersFromApi(subject, artifactType, opts.signal);
       if (viaApi) {
         yield* viaApi;
@@ -540,7 +563,7 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
   }
 
   private async hasReferrersApi(subject: Descriptor, signal?: AbortSignal): Promise<boolean> {
-    if (this.referrersMode === 'tag') return false;
+    if (this.referrersMode === 'tag' || this.referrersApiMissing) return false;
     return (await this.referrersFromApi(subject, undefined, signal)) !== undefined;
   }
 
@@ -556,7 +579,8 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
       const type = contentType(res.headers['content-type']);
       if (page === 0 && (res.statusCode === 404 || (res.statusCode === 200 && type !== MediaType.ImageIndex))) {
         await res.body.dump();
-        if (this.referrersMode === 'auto') this.referrersMode = 'tag';
+        // Remembered for reads only: whether a push must maintain the fallback is decided by OCI-Subject.
+        this.referrersApiMissing = true;
         return undefined;
       }
       if (res.statusCode !== 200) {

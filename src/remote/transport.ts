@@ -130,13 +130,15 @@ export class Transport {
    */
   async send(req: TransportRequest): Promise<TransportResponse> {
     const replayable = req.replayable ?? (req.body === undefined || Buffer.isBuffer(req.body));
+    const registryOrigin = new URL(this.baseUrl(req.registry)).origin;
     let url = req.path.startsWith('/') ? `${this.baseUrl(req.registry)}${req.path}` : req.path;
     let authTried = false;
     let challengeAuth: string | undefined;
     let redirects = 0;
     for (let attempt = 1; ; attempt++) {
       req.signal?.throwIfAborted();
-      const sameHost = new URL(url).host === apiHost(req.registry);
+      // Same scheme, host and port as the registry: an https→http downgrade or another port is elsewhere.
+      const sameHost = new URL(url).origin === registryOrigin;
       const headers: Record<string, string> = { 'user-agent': this.userAgent, ...req.headers };
       // Credentials go only to the registry itself, never to a host a redirect points at.
       if (sameHost && this.authorizer) {
@@ -155,6 +157,9 @@ export class Transport {
       } catch (err) {
         const code = (err as { code?: string }).code;
         if (req.signal?.aborted) throw new LadingError('E_ABORTED', 'the operation was cancelled', { cause: err });
+        // A body stream that failed its own checks (a short or corrupt source) says so itself.
+        const own = ladingCause(err);
+        if (own) throw own;
         if (replayable && code && NETWORK_CODES.has(code) && attempt < this.retry.attempts) {
           await this.backoff(attempt, undefined, req.signal);
           continue;
@@ -173,7 +178,10 @@ export class Transport {
       }
       if (res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304 && res.headers.location) {
         await res.body.dump();
-        if (++redirects > MAX_REDIRECTS || !replayable) {
+        if (!replayable) {
+          throw new LadingError('E_PROTOCOL', `${req.method} ${redactUrl(url)} was redirected, but its streamed body cannot be sent again`);
+        }
+        if (++redirects > MAX_REDIRECTS) {
           throw new LadingError('E_PROTOCOL', `too many redirects for ${req.method} ${redactUrl(url)}`);
         }
         url = new URL(String(res.headers.location), url).toString();
@@ -227,6 +235,14 @@ export function redactUrl(url: string): string {
   } catch {
     return '<url>';
   }
+}
+
+/** The LadingError at the root of `err`, when something of ours (a verifying body) caused it. */
+function ladingCause(err: unknown): LadingError | undefined {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof LadingError) return e;
+  }
+  return undefined;
 }
 
 function networkError(req: TransportRequest, url: string, err: unknown): LadingError {
