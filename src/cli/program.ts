@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { LadingError } from '../errors.js';
-import { VERSION } from './context.js';
+import { VERSION, cliSignal } from './context.js';
 import { reportError } from './output.js';
 import { register as copy } from './copy.js';
 import { register as inspect } from './inspect.js';
@@ -34,6 +34,7 @@ export async function run(argv: string[]): Promise<number> {
       if (json) reportError(new LadingError('E_USAGE', err.message.replace(/^error: /, '')), true);
       return 2;
     }
-    return reportError(err, json);
+    // However deep the cancellation surfaced, an interrupted run reports the interruption.
+    return reportError(cliSignal.aborted ? cliSignal.reason : err, json);
   }
 }
