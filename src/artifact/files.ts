@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -41,13 +41,25 @@ export interface PushFilesResult {
   layers: Descriptor[];
 }
 
-/** The digest and size of a file, read in large blocks (hashing is faster fed big reads). */
+/**
+ * The digest and size of a file. One buffer is reused for every read: a stream would allocate a fresh
+ * one per block, and a large file would leave a gigabyte of garbage behind it.
+ */
 export async function digestFile(path: string, signal?: AbortSignal): Promise<{ digest: string; size: number }> {
   const d = new Digester('sha256');
+  const buf = Buffer.allocUnsafe(READ_SIZE);
+  const fh = await open(path, 'r');
   let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: READ_SIZE, signal })) {
-    d.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
+  try {
+    for (;;) {
+      signal?.throwIfAborted();
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      d.update(buf.subarray(0, bytesRead));
+      size += bytesRead;
+    }
+  } finally {
+    await fh.close();
   }
   return { digest: d.digest(), size };
 }

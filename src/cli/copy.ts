@@ -31,7 +31,7 @@ export function register(program: Command): void {
       const result = await copyGraph(src.target, dst.target, root, {
         referrers: opts.referrers,
         concurrency,
-        onProgress: progress.onEvent,
+        onProgress: progress.listener,
         signal: cliSignal,
       });
       if (tag && !isDigest(tag)) await dst.target.tag(root, tag);

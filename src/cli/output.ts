@@ -65,6 +65,11 @@ export class Progress {
     );
   }
 
+  /** The listener to hand to the library, or undefined when no bars are drawn (so nothing is observed). */
+  get listener(): ((e: ProgressEvent) => void) | undefined {
+    return this.multibar ? this.onEvent : undefined;
+  }
+
   readonly onEvent = (e: ProgressEvent): void => {
     if (!this.multibar) return;
     const key = e.desc.digest;

@@ -21,7 +21,7 @@ export function register(program: Command): void {
     try {
       const result = await pullFiles(opened.target, opened.reference, opts.output, {
         concurrency: parseConcurrency(opts.concurrency),
-        onProgress: progress.onEvent,
+        onProgress: progress.listener,
         signal: cliSignal,
       });
       progress.stop();

@@ -49,7 +49,7 @@ export function register(program: Command): void {
         config,
         annotations,
         concurrency,
-        onProgress: progress.onEvent,
+        onProgress: progress.listener,
         signal: cliSignal,
       });
       progress.stop();

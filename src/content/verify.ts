@@ -19,7 +19,8 @@ export class VerifyingStream extends Transform {
 
   /** `head`: bytes already held by the caller (resuming at an offset), hashed before the stream's own. */
   constructor(desc: Descriptor, opts: { head?: Digester; headBytes?: number } = {}) {
-    super();
+    // Room for a few large chunks on each side, so that producer, hash and consumer overlap.
+    super({ highWaterMark: 1 << 20 });
     this.expected = desc;
     this.digester = opts.head ?? new Digester(hashableAlgorithm(desc.digest));
     this.seen = opts.headBytes ?? 0;

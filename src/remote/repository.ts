@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { LadingError, isLadingError } from '../errors.js';
 import type {
   Deleter,
@@ -17,6 +17,7 @@ import { MAX_MANIFEST_BYTES } from '../oci/manifest-types.js';
 import { ManifestAccept, MediaType, isManifestMediaType } from '../oci/mediatype.js';
 import { isValidTag, parseReference, type Reference } from '../oci/reference.js';
 import { fixedChunks, readCapped } from './body.js';
+import { ResumingDownload, errorCode } from './download.js';
 import { readErrorBody, registryError } from './errors.js';
 import { nextLink } from './link.js';
 import { Transport, redactUrl, type TransportRequest } from './transport.js';
@@ -39,21 +40,6 @@ export interface RepositoryOptions {
 const DEFAULT_CHUNK_THRESHOLD = 1024 * 1024 * 1024;
 const DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024;
 const MAX_PAGES = 10_000;
-const RESUMABLE_CODES = new Set([
-  'ECONNRESET',
-  'EPIPE',
-  'UND_ERR_SOCKET',
-  'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
-  'UND_ERR_CLOSED',
-  'ECONNREFUSED',
-]);
-
-function errorCode(err: unknown): string | undefined {
-  const e = err as { code?: string; cause?: { code?: string } };
-  return e?.code && !String(e.code).startsWith('E_') ? e.code : e?.cause?.code;
-}
-
 /** A repository on a registry, speaking distribution-spec 1.1. */
 export class Repository implements Target, ReferrerLister, TagLister, Deleter, Mounter {
   readonly registry: string;
@@ -149,8 +135,7 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
       const bytes = await this.fetchManifest(desc, opts.signal);
       return Readable.from([bytes.subarray(opts.offset ?? 0)]);
     }
-    const chunks = this.blobChunks(desc, opts.offset ?? 0, opts.signal);
-    const body = Readable.from(chunks, { objectMode: false, highWaterMark: 1 << 20 });
+    const body = new ResumingDownload((pos) => this.openBlob(desc, pos, opts.signal), desc, opts.offset ?? 0, this.maxResumes, opts.signal);
     return opts.offset ? body : verified(body, desc);
   }
 
@@ -183,68 +168,37 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
   }
 
   /**
-   * The bytes of a blob from `offset`, resuming with a Range request when the connection drops or ends
-   * short. Verification is the caller's (fetch wraps this in a VerifyingStream).
+   * Opens a blob at byte `pos` (a Range request past 0), checking what the registry says of the size
+   * before a byte is read.
    */
-  private async *blobChunks(desc: Descriptor, offset: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
-    let pos = offset;
-    let resumes = 0;
-    for (;;) {
-      const headers: Record<string, string> = pos > 0 ? { range: `bytes=${pos}-` } : {};
-      const res = await this.transport.expect(
-        this.req({ method: 'GET', path: this.url('blobs', desc.digest), headers, scopes: [this.scope('pull')], signal }),
-        pos > 0 ? [200, 206] : [200],
-      ).catch((err: unknown) => {
+  private async openBlob(desc: Descriptor, pos: number, signal?: AbortSignal): Promise<{ body: Readable; skip: number }> {
+    const headers: Record<string, string> = pos > 0 ? { range: `bytes=${pos}-` } : {};
+    const res = await this.transport
+      .expect(this.req({ method: 'GET', path: this.url('blobs', desc.digest), headers, scopes: [this.scope('pull')], signal }), pos > 0 ? [200, 206] : [200])
+      .catch((err: unknown) => {
         // Asking for bytes past the end means the blob is shorter than its descriptor.
         if (pos > 0 && isLadingError(err) && err.details?.status === 416) {
           throw new LadingError('E_SIZE_MISMATCH', `content of ${desc.digest}: the registry has fewer than ${desc.size} bytes`, { cause: err });
         }
         throw err;
       });
-      let skip = 0;
-      const total = res.statusCode === 200 ? Number(header(res.headers['content-length'])) : Number(/\/(\d+)$/.exec(header(res.headers['content-range']) ?? '')?.[1]);
-      if (Number.isSafeInteger(total) && total !== desc.size) {
-        // The registry says up front that the blob is not the size its descriptor names: fail before reading it.
-        await res.body.dump();
-        throw new LadingError('E_SIZE_MISMATCH', `content of ${desc.digest}: registry has ${total} bytes, the descriptor says ${desc.size}`, {
-          details: { digest: desc.digest, expected: desc.size, actual: total },
-        });
-      }
-      if (pos > 0 && res.statusCode === 200) {
-        skip = pos; // the registry ignored Range: drop what we already have
-      } else if (pos > 0) {
-        const range = header(res.headers['content-range']) ?? '';
-        if (!range.startsWith(`bytes ${pos}-`)) {
-          await res.body.dump();
-          throw new LadingError('E_PROTOCOL', `registry answered range "${range}" when asked for bytes ${pos}- of ${desc.digest}`);
-        }
-      }
-      try {
-        for await (const chunk of res.body) {
-          let buf = chunk as Buffer;
-          if (skip > 0) {
-            const drop = Math.min(skip, buf.length);
-            skip -= drop;
-            buf = buf.subarray(drop);
-            if (buf.length === 0) continue;
-          }
-          pos += buf.length;
-          yield buf;
-          if (pos > desc.size) return; // let the verifier report the overrun
-        }
-        if (pos >= desc.size || resumes >= this.maxResumes) return;
-      } catch (err) {
-        if (signal?.aborted) throw new LadingError('E_ABORTED', 'the operation was cancelled', { cause: err });
-        const code = errorCode(err);
-        if (!code || !RESUMABLE_CODES.has(code) || resumes >= this.maxResumes || pos >= desc.size) {
-          throw new LadingError('E_NETWORK', `download of ${desc.digest} failed after ${pos} of ${desc.size} bytes: ${(err as Error).message}`, {
-            cause: err,
-            details: { digest: desc.digest, received: pos, ...(code ? { cause: code } : {}) },
-          });
-        }
-      }
-      resumes++;
+    const total = res.statusCode === 200 ? Number(header(res.headers['content-length'])) : Number(/\/(\d+)$/.exec(header(res.headers['content-range']) ?? '')?.[1]);
+    if (Number.isSafeInteger(total) && total !== desc.size) {
+      // The registry says up front that the blob is not the size its descriptor names: fail before reading it.
+      await res.body.dump();
+      throw new LadingError('E_SIZE_MISMATCH', `content of ${desc.digest}: registry has ${total} bytes, the descriptor says ${desc.size}`, {
+        details: { digest: desc.digest, expected: desc.size, actual: total },
+      });
     }
+    if (pos > 0 && res.statusCode === 206) {
+      const range = header(res.headers['content-range']) ?? '';
+      if (!range.startsWith(`bytes ${pos}-`)) {
+        await res.body.dump();
+        throw new LadingError('E_PROTOCOL', `registry answered range "${range}" when asked for bytes ${pos}- of ${desc.digest}`);
+      }
+    }
+    // A 200 to a Range request carries the whole blob: the bytes already held are dropped.
+    return { body: res.body, skip: pos > 0 && res.statusCode === 200 ? pos : 0 };
   }
 
   async exists(desc: Descriptor, opts: { signal?: AbortSignal } = {}): Promise<boolean> {
@@ -689,16 +643,26 @@ function parseJson(bytes: Buffer, what: string): unknown {
 /** Passes `body` through, failing when it carries more or fewer bytes than `desc.size`. */
 function countBytes(body: Readable, desc: Descriptor, onProgress?: (n: number) => void): Readable {
   let seen = 0;
-  async function* counted() {
-    for await (const chunk of body) {
-      seen += (chunk as Buffer).length;
-      if (seen > desc.size) throw new LadingError('E_SIZE_MISMATCH', `content of ${desc.digest}: got more than ${desc.size} bytes`);
+  const counter = new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > desc.size) {
+        done(new LadingError('E_SIZE_MISMATCH', `content of ${desc.digest}: got more than ${desc.size} bytes`));
+        return;
+      }
       onProgress?.(seen);
-      yield chunk as Buffer;
-    }
-    if (seen !== desc.size) throw new LadingError('E_SIZE_MISMATCH', `content of ${desc.digest}: got ${seen} of ${desc.size} bytes`);
-  }
-  return Readable.from(counted(), { objectMode: false });
+      done(null, chunk);
+    },
+    flush(done) {
+      done(seen === desc.size ? null : new LadingError('E_SIZE_MISMATCH', `content of ${desc.digest}: got ${seen} of ${desc.size} bytes`));
+    },
+  });
+  body.on('error', (err) => counter.destroy(err));
+  counter.on('close', () => {
+    if (!body.readableEnded) body.destroy();
+  });
+  return body.pipe(counter);
 }
 
 export { redactUrl };
