@@ -8,8 +8,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { LadingError, isLadingError, toLadingError } from '../errors.js';
 import { digestOf, hashableAlgorithm, isDigest, parseDigest } from '../oci/digest.js';
 import { plainDescriptor, type Descriptor } from '../oci/descriptor.js';
-import { parseManifest } from '../oci/manifest.js';
-import { MAX_MANIFEST_BYTES, type ParsedManifest } from '../oci/manifest-types.js';
+import { parseManifest, referrerOf } from '../oci/manifest.js';
+import { isValidTag } from '../oci/reference.js';
+import { MAX_MANIFEST_BYTES } from '../oci/manifest-types.js';
 import { Annotation, MediaType, isManifestMediaType } from '../oci/mediatype.js';
 import { writeFileAtomic, writeStreamAtomic } from './atomic.js';
 import type {
@@ -26,7 +27,6 @@ const LAYOUT_FILE = 'oci-layout';
 const INDEX_FILE = 'index.json';
 const LOCK_FILE = 'index.json.lock';
 const LAYOUT_VERSION = '1.0.0';
-const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 
 export interface LayoutLockOptions {
   /** Give up waiting for the index lock after this long. */
@@ -130,8 +130,8 @@ export class OciLayout implements Target, ReferrerLister, TagLister, Deleter {
       throw toLadingError(err);
     }
     if (isManifestMediaType(desc.mediaType) && desc.size <= MAX_MANIFEST_BYTES) {
-      const facts = referrerFactsOf(desc, await this.readSmall(desc));
-      if (facts) await this.indexUntagged(desc, facts.desc.artifactType);
+      const facts = referrerOf(desc, await this.readSmall(desc));
+      if (facts) await this.indexUntagged(desc, facts.descriptor.artifactType);
     }
   }
 
@@ -176,10 +176,10 @@ export class OciLayout implements Target, ReferrerLister, TagLister, Deleter {
         if (isLadingError(err, 'E_NOT_FOUND')) continue;
         throw err;
       }
-      const facts = referrerFactsOf(entry, data);
+      const facts = referrerOf(entry, data);
       if (!facts || facts.subject !== subject.digest) continue;
-      if (artifactType !== undefined && facts.desc.artifactType !== artifactType) continue;
-      yield facts.desc;
+      if (artifactType !== undefined && facts.descriptor.artifactType !== artifactType) continue;
+      yield facts.descriptor;
     }
   }
 
@@ -538,7 +538,7 @@ function withoutRefName(entry: Descriptor): Descriptor {
 }
 
 function checkTag(tag: string): void {
-  if (!TAG_RE.test(tag)) {
+  if (!isValidTag(tag)) {
     throw new LadingError('E_REFERENCE_INVALID', `"${tag}" is neither a tag nor a digest`, {
       hint: 'a tag is up to 128 characters of [A-Za-z0-9_.-], not starting with "." or "-"',
     });
@@ -558,25 +558,6 @@ function withProgress(source: Readable, onProgress: (bytes: number) => void): Re
   return source.pipe(counter);
 }
 
-/**
- * The fields that make a manifest a referrer. A manifest that does not parse (or disagrees with the media
- * type it is indexed under) is not a referrer of anything we would hand out.
- */
-function referrerFactsOf(desc: Descriptor, data: Buffer): { subject: string; desc: Descriptor } | undefined {
-  let parsed: ParsedManifest;
-  try {
-    parsed = parseManifest(data, desc.mediaType);
-  } catch {
-    return undefined;
-  }
-  const { subject, annotations } = parsed.manifest;
-  if (!subject) return undefined;
-  const artifactType = parsed.manifest.artifactType ?? (parsed.kind === 'manifest' ? parsed.manifest.config.mediaType : undefined);
-  const out: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-  if (artifactType) out.artifactType = artifactType;
-  if (annotations && Object.keys(annotations).length > 0) out.annotations = annotations;
-  return { subject: subject.digest, desc: out };
-}
 
 function isStringRecord(v: unknown): v is Record<string, string> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string');

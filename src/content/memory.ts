@@ -3,8 +3,8 @@ import { pipeline } from 'node:stream/promises';
 import { LadingError } from '../errors.js';
 import { parseDigest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/descriptor.js';
-import { parseManifest } from '../oci/manifest.js';
-import type { ParsedManifest } from '../oci/manifest-types.js';
+import { referrerOf } from '../oci/manifest.js';
+import { isValidTag } from '../oci/reference.js';
 import { isManifestMediaType } from '../oci/mediatype.js';
 import type {
   Deleter,
@@ -21,13 +21,7 @@ interface Entry {
   data: Buffer;
 }
 
-/** What a referrer listing needs to know about a pushed manifest. */
-interface ReferrerFacts {
-  subject: string;
-  desc: Descriptor;
-}
 
-const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 
 /**
  * A target held entirely in memory: tests, dry runs and staging of small graphs. Holding whole blobs is
@@ -36,7 +30,7 @@ const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 export class MemoryStore implements Target, ReferrerLister, TagLister, Deleter {
   private readonly blobs = new Map<string, Entry>();
   private readonly tagMap = new Map<string, string>();
-  private readonly referrerFacts = new Map<string, ReferrerFacts>();
+  private readonly referrerFacts = new Map<string, { subject: string; descriptor: Descriptor }>();
 
   async exists(desc: Descriptor): Promise<boolean> {
     const entry = this.blobs.get(desc.digest);
@@ -107,8 +101,8 @@ export class MemoryStore implements Target, ReferrerLister, TagLister, Deleter {
   async *referrers(subject: Descriptor, artifactType?: string): AsyncIterable<Descriptor> {
     for (const facts of [...this.referrerFacts.values()]) {
       if (facts.subject !== subject.digest) continue;
-      if (artifactType !== undefined && facts.desc.artifactType !== artifactType) continue;
-      yield { ...facts.desc };
+      if (artifactType !== undefined && facts.descriptor.artifactType !== artifactType) continue;
+      yield { ...facts.descriptor };
     }
   }
 
@@ -128,33 +122,14 @@ export class MemoryStore implements Target, ReferrerLister, TagLister, Deleter {
   }
 
   private noteReferrer(desc: Descriptor, data: Buffer): void {
-    const facts = referrerFactsOf(desc, data);
+    const facts = referrerOf(desc, data);
     if (facts) this.referrerFacts.set(desc.digest, facts);
   }
 }
 
-/**
- * The fields that make a manifest a referrer. This store keeps bytes by digest and does not judge them,
- * so a manifest that does not parse simply is not a referrer.
- */
-function referrerFactsOf(desc: Descriptor, data: Buffer): ReferrerFacts | undefined {
-  let parsed: ParsedManifest;
-  try {
-    parsed = parseManifest(data, desc.mediaType);
-  } catch {
-    return undefined;
-  }
-  const { subject, annotations } = parsed.manifest;
-  if (!subject) return undefined;
-  const artifactType = parsed.manifest.artifactType ?? (parsed.kind === 'manifest' ? parsed.manifest.config.mediaType : undefined);
-  const out: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-  if (artifactType) out.artifactType = artifactType;
-  if (annotations && Object.keys(annotations).length > 0) out.annotations = annotations;
-  return { subject: subject.digest, desc: out };
-}
 
 function checkTag(tag: string): void {
-  if (!TAG_RE.test(tag)) {
+  if (!isValidTag(tag)) {
     throw new LadingError('E_REFERENCE_INVALID', `"${tag}" is neither a tag nor a digest`, {
       hint: 'a tag is up to 128 characters of [A-Za-z0-9_.-], not starting with "." or "-"',
     });

@@ -316,3 +316,23 @@ export function buildImageIndex(o: {
   if (o.annotations !== undefined && Object.keys(o.annotations).length > 0) manifest.annotations = { ...o.annotations };
   return finish(manifest, o.artifactType);
 }
+
+/**
+ * How a manifest is listed among the referrers of its subject: its artifactType (else its config's media
+ * type) and its annotations. Undefined when it has no subject, or does not parse as `desc.mediaType`.
+ */
+export function referrerOf(desc: Descriptor, data: Uint8Array): { subject: string; descriptor: Descriptor } | undefined {
+  let parsed: ParsedManifest;
+  try {
+    parsed = parseManifest(data, desc.mediaType);
+  } catch {
+    return undefined;
+  }
+  const { subject, annotations } = parsed.manifest;
+  if (!subject) return undefined;
+  const artifactType = parsed.manifest.artifactType ?? (parsed.kind === 'manifest' ? parsed.manifest.config.mediaType : undefined);
+  const descriptor: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
+  if (artifactType) descriptor.artifactType = artifactType;
+  if (annotations && Object.keys(annotations).length > 0) descriptor.annotations = annotations;
+  return { subject: subject.digest, descriptor };
+}

@@ -12,7 +12,7 @@ import type {
 import { VerifyingStream, isVerifiedFor, verified } from '../content/verify.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import { digestOf, isDigest, parseDigest, referrersTag } from '../oci/digest.js';
-import { buildImageIndex, parseManifest } from '../oci/manifest.js';
+import { buildImageIndex, parseManifest, referrerOf } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/manifest-types.js';
 import { ManifestAccept, MediaType, isManifestMediaType } from '../oci/mediatype.js';
 import { isValidTag, parseReference, type Reference } from '../oci/reference.js';
@@ -267,7 +267,7 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
     if (this.referrersMode === 'tag' || (this.referrersMode === 'auto' && !apiAnswered)) {
       await this.updateReferrersIndex(subject, (entries) => {
         if (entries.some((e) => e.digest === desc.digest)) return undefined;
-        return [...entries, referrerDescriptor(desc, parsed)];
+        return [...entries, referrerOf(desc, bytes)!.descriptor];
       }, signal);
     }
   }
@@ -605,14 +605,6 @@ export class Repository implements Target, ReferrerLister, TagLister, Deleter, M
   }
 }
 
-function referrerDescriptor(desc: Descriptor, parsed: ReturnType<typeof parseManifest>): Descriptor {
-  const m = parsed.manifest;
-  const artifactType = m.artifactType ?? (parsed.kind === 'manifest' ? parsed.manifest.config.mediaType : undefined);
-  const out: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-  if (artifactType) out.artifactType = artifactType;
-  if (m.annotations && Object.keys(m.annotations).length) out.annotations = m.annotations;
-  return out;
-}
 
 function byCodePoint(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
