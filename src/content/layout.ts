@@ -1,10 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { mkdir, open, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import { setTimeout as delay } from 'node:timers/promises';
 import { LadingError, isLadingError, toLadingError } from '../errors.js';
 import { digestOf, hashableAlgorithm, isDigest, parseDigest } from '../oci/digest.js';
 import { plainDescriptor, type Descriptor } from '../oci/descriptor.js';
@@ -13,6 +10,7 @@ import { isValidTag } from '../oci/reference.js';
 import { MAX_MANIFEST_BYTES } from '../oci/manifest-types.js';
 import { Annotation, MediaType, isManifestMediaType } from '../oci/mediatype.js';
 import { writeFileAtomic, writeStreamAtomic } from './atomic.js';
+import { acquireFileLock } from './lock.js';
 import type {
   Deleter,
   FetchOptions,
@@ -388,7 +386,7 @@ export class OciLayout implements Target, ReferrerLister, TagLister, Deleter {
   }
 
   private async withIndexLock<T>(fn: () => Promise<T>): Promise<T> {
-    const release = await acquireLock(join(this.dir, LOCK_FILE), this.lockOptions);
+    const release = await acquireFileLock(join(this.dir, LOCK_FILE), { ...this.lockOptions, what: `the index of ${this.dir}` });
     try {
       return await fn();
     } finally {
@@ -397,113 +395,6 @@ export class OciLayout implements Target, ReferrerLister, TagLister, Deleter {
   }
 }
 
-/**
- * Streams `source` to a temp file beside `path`, fsyncs and renames it. Unlike writeStreamAtomic, whose
- * write stream creates the temp file lazily (so a failed stream can create it after the cleanup ran), the
- * temp file is created before any byte flows and then written in place with `r+`, which never creates a
- * file: once removed, it stays removed, and a failed push leaves nothing behind.
- */
-
-interface LockInfo {
-  pid: number;
-  host: string;
-  time: number;
-  nonce: string;
-}
-
-/** At most this many tries, whatever the clock says: the loop is bounded in count as well as time. */
-const LOCK_MAX_ATTEMPTS = 20_000;
-
-/**
- * An exclusive lock between processes: a file created with O_EXCL that names its holder. A lock whose
- * holder died on this host, or that is older than `staleMs`, is taken over.
- */
-async function acquireLock(path: string, opts: Required<LayoutLockOptions>): Promise<() => Promise<void>> {
-  const mine: LockInfo = { pid: process.pid, host: hostname(), time: Date.now(), nonce: randomBytes(8).toString('hex') };
-  const content = JSON.stringify(mine);
-  const deadline = Date.now() + opts.timeoutMs;
-  let backoff = 1;
-  for (let attempt = 0; attempt < LOCK_MAX_ATTEMPTS; attempt++) {
-    let fh: FileHandle | undefined;
-    try {
-      fh = await open(path, 'wx', 0o644);
-    } catch (err) {
-      if (errnoOf(err) !== 'EEXIST') throw toLadingError(err);
-    }
-    if (fh) {
-      try {
-        await fh.writeFile(content);
-      } catch (err) {
-        await fh.close().catch(() => undefined);
-        await rm(path, { force: true });
-        throw toLadingError(err);
-      }
-      await fh.close();
-      return async () => {
-        // Never remove a lock that someone took over from us after we were judged stale.
-        const now = await readFile(path, 'utf8').catch(() => undefined);
-        if (now === content) await rm(path, { force: true });
-      };
-    }
-    if (await takeOverIfStale(path, opts.staleMs)) continue;
-    if (Date.now() >= deadline) break;
-    await delay(backoff + Math.random() * backoff);
-    backoff = Math.min(backoff * 2, 25);
-  }
-  const holder = await readFile(path, 'utf8').catch(() => '');
-  throw new LadingError('E_IO', `could not lock ${path} within ${opts.timeoutMs} ms`, {
-    hint: 'another process is updating this layout; if none is, remove the lock file',
-    details: { lock: path, holder: parseLock(holder) ?? null },
-  });
-}
-
-/** Returns true when the lock is gone (taken over, or released meanwhile), so the caller retries at once. */
-async function takeOverIfStale(path: string, staleMs: number): Promise<boolean> {
-  let raw: string;
-  let mtimeMs: number;
-  try {
-    mtimeMs = (await stat(path)).mtimeMs;
-    raw = await readFile(path, 'utf8');
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return true;
-    throw toLadingError(err);
-  }
-  const info = parseLock(raw);
-  const holderDead = info !== undefined && info.host === hostname() && !pidAlive(info.pid);
-  if (!holderDead && Date.now() - mtimeMs < staleMs) return false;
-  // Move the lock aside before judging it again: if it was replaced by a live holder's lock between our
-  // read and the rename, the content differs and that lock is put back.
-  const aside = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.stale`;
-  try {
-    await rename(path, aside);
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return true;
-    throw toLadingError(err);
-  }
-  const moved = await readFile(aside, 'utf8').catch(() => undefined);
-  if (moved !== raw) await link(aside, path).catch(() => undefined);
-  await rm(aside, { force: true });
-  return moved === raw;
-}
-
-function parseLock(raw: string): LockInfo | undefined {
-  try {
-    const v = JSON.parse(raw) as Partial<LockInfo>;
-    if (typeof v.pid === 'number' && typeof v.host === 'string') return v as LockInfo;
-  } catch {
-    /* a lock being written, or not ours: judged by age alone */
-  }
-  return undefined;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoOf(err) === 'EPERM';
-  }
-}
 
 function checkEntry(dir: string, d: unknown, i: number): Descriptor {
   const e = d as Partial<Descriptor> | null;

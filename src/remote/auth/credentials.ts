@@ -1,9 +1,9 @@
-import { open, readFile, realpath, rm, stat, mkdir } from 'node:fs/promises';
+import { readFile, realpath, mkdir } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { writeFileAtomic } from '../../content/atomic.js';
 import { LadingError } from '../../errors.js';
+import { acquireFileLock } from '../../content/lock.js';
 import { helperFailed, isNotFoundOutput, runHelper } from './helper.js';
 import type { Credential, CredentialProvider } from './types.js';
 
@@ -273,43 +273,15 @@ export class CredentialStore {
     }
   }
 
+  /** Two logins at once must not lose each other's entries: read-modify-write under one lock. */
   private async lock(): Promise<() => Promise<void>> {
-    const lockPath = `${this.path}.lock`;
-    const deadline = Date.now() + LOCK_WAIT_MS;
-    let wait = 5;
-    for (;;) {
-      try {
-        const fh = await open(lockPath, 'wx', 0o600);
-        await fh.writeFile(String(process.pid));
-        await fh.close();
-        return () => rm(lockPath, { force: true });
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'EEXIST') {
-          throw new LadingError('E_CREDENTIALS', `could not lock the registry config ${this.path}`, {
-            cause: err,
-            details: { path: lockPath, errno: code },
-          });
-        }
-      }
-      try {
-        const st = await stat(lockPath);
-        // A crashed writer leaves its lock behind; a real read-modify-write takes milliseconds.
-        if (Date.now() - st.mtimeMs > LOCK_STALE_MS) {
-          await rm(lockPath, { force: true });
-          continue;
-        }
-      } catch {
-        continue; // released between our open and stat
-      }
-      if (Date.now() > deadline) {
-        throw new LadingError('E_CREDENTIALS', `the registry config ${this.path} is locked by another process`, {
-          hint: `if no login or logout is running, remove ${lockPath}`,
-          details: { path: lockPath },
-        });
-      }
-      await delay(wait);
-      wait = Math.min(wait * 2, 100);
+    try {
+      return await acquireFileLock(`${this.path}.lock`, { timeoutMs: LOCK_WAIT_MS, staleMs: LOCK_STALE_MS, what: `the registry config ${this.path}` });
+    } catch (err) {
+      throw new LadingError('E_CREDENTIALS', (err as Error).message, {
+        hint: `if no login or logout is running, remove ${this.path}.lock`,
+        cause: err,
+      });
     }
   }
 }
