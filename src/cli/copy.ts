@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { copyGraph } from '../graph/copy.js';
+import { copyGraph, name } from '../graph/copy.js';
 import { isDigest } from '../oci/digest.js';
 import { cliSignal, makeTransport, openTarget, parseConcurrency, type GlobalOptions } from './context.js';
 import { emit, humanSize, Progress } from './output.js';
@@ -34,7 +34,7 @@ export function register(program: Command): void {
         onProgress: progress.listener,
         signal: cliSignal,
       });
-      if (tag && !isDigest(tag)) await dst.target.tag(root, tag);
+      await name(dst.target, root, tag && !isDigest(tag) ? tag : undefined);
       progress.stop();
       emit(opts.json, { source: src.display, destination: dst.display, tag, ...result }, () => [
         `Copied ${src.display} => ${dst.display}${tag && !dst.explicit ? `:${tag}` : ''}`,

@@ -52,7 +52,8 @@ export async function writeStreamAtomic(
     await rename(tmp, path);
   } catch (err) {
     body.destroy();
-    await rm(tmp, { force: true });
+    // The failure that matters is the stream's (a digest mismatch, say), not a cleanup that also failed.
+    await rm(tmp, { force: true }).catch(() => undefined);
     throw err;
   }
   await fsyncDir(dirname(path));

@@ -84,6 +84,15 @@ export function isMounter(t: unknown): t is Mounter {
   return typeof (t as Mounter)?.mount === 'function';
 }
 
+/** A store that lists manifests it holds without a tag (an OCI layout's index.json). */
+export interface Indexer {
+  index(desc: Descriptor): Promise<void>;
+}
+
+export function isIndexer(t: unknown): t is Indexer {
+  return typeof (t as Indexer)?.index === 'function';
+}
+
 export function isDeleter(t: unknown): t is Deleter {
   return typeof (t as Deleter)?.delete === 'function';
 }

@@ -117,28 +117,31 @@ export class OciLayout implements Target, ReferrerLister, TagLister, Deleter {
     if (await this.exists(desc)) {
       // Content addressing: the bytes on disk already are these bytes, so reading the body is waste.
       body.destroy();
-      return;
+    } else {
+      try {
+        let source: Readable = isVerifiedFor(body, desc) ? body : verified(body, desc);
+        if (opts.onProgress) source = withProgress(source, opts.onProgress);
+        await writeStreamAtomic(path, source, { signal: opts.signal });
+      } catch (err) {
+        body.destroy();
+        throw toLadingError(err);
+      }
     }
-    try {
-      let source: Readable = isVerifiedFor(body, desc) ? body : verified(body, desc);
-      if (opts.onProgress) source = withProgress(source, opts.onProgress);
-      await writeStreamAtomic(path, source, { signal: opts.signal });
-    } catch (err) {
-      body.destroy();
-      throw toLadingError(err);
-    }
+    // Also when the bytes were already here: a crash between writing a referrer and indexing it, or
+    // bytes written by another tool, must not leave it unlisted for ever.
     if (isManifestMediaType(desc.mediaType) && desc.size <= MAX_MANIFEST_BYTES) {
       const facts = referrerOf(desc, await this.readSmall(desc));
-      if (facts) await this.indexUntagged(desc, facts.descriptor.artifactType);
+      if (facts) await this.index(desc, facts.descriptor.artifactType);
     }
   }
 
   async resolve(reference: string): Promise<Descriptor> {
-    if (reference.includes(':')) return this.resolveDigest(reference);
-    checkTag(reference);
     const { manifests } = await this.readIndex();
+    // Names as other tools write them (`1.0+build`, `foo/bar:1.0`) are found as they are listed.
     const entry = manifests.find((d) => d.annotations?.[Annotation.RefName] === reference);
+    if (!entry && reference.includes(':') && !reference.includes('/')) return this.resolveDigest(reference);
     if (!entry) {
+      checkTag(reference);
       throw new LadingError('E_NOT_FOUND', `tag "${reference}" does not exist in the layout ${this.dir}`, {
         hint: 'list the tags of the layout, or resolve the manifest by digest',
         details: { tag: reference },
@@ -285,7 +288,12 @@ export class OciLayout implements Target, ReferrerLister, TagLister, Deleter {
     return data;
   }
 
-  private async indexUntagged(desc: Descriptor, artifactType: string | undefined): Promise<void> {
+  /**
+   * Lists a stored manifest in index.json without a tag, unless it is listed already: index.json is what
+   * other layout tools (and their garbage collectors) see, so everything worth keeping is named there.
+   */
+  async index(desc: Descriptor, artifactType = desc.artifactType): Promise<void> {
+    if ((await this.readIndex()).manifests.some((d) => d.digest === desc.digest)) return;
     const entry: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
     if (artifactType) entry.artifactType = artifactType;
     await this.updateIndex((manifests) =>

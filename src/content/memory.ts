@@ -49,12 +49,27 @@ export class MemoryStore implements Target, ReferrerLister, TagLister, Deleter {
   }
 
   async push(desc: Descriptor, body: Readable, opts: PushOptions = {}): Promise<void> {
-    parseDigest(desc.digest);
-    if (await this.exists(desc)) {
+    try {
+      parseDigest(desc.digest);
+    } catch (err) {
       body.destroy();
+      throw err;
+    }
+    const existing = this.blobs.get(desc.digest);
+    if (existing && existing.desc.size === desc.size) {
+      body.destroy();
+      // The same bytes pushed again as a manifest are a manifest from now on, and a referrer if they say so.
+      if (isManifestMediaType(desc.mediaType) && !isManifestMediaType(existing.desc.mediaType)) existing.desc.mediaType = desc.mediaType;
+      if (isManifestMediaType(desc.mediaType)) this.noteReferrer(desc, existing.data);
       return;
     }
-    const source = isVerifiedFor(body, desc) ? body : verified(body, desc);
+    let source: Readable;
+    try {
+      source = isVerifiedFor(body, desc) ? body : verified(body, desc);
+    } catch (err) {
+      body.destroy();
+      throw err;
+    }
     const chunks: Buffer[] = [];
     let bytes = 0;
     await pipeline(

@@ -1,6 +1,7 @@
 import { Readable, Transform } from 'node:stream';
 import { LadingError, isLadingError } from '../errors.js';
 import {
+  isIndexer,
   isMounter,
   isReferrerLister,
   type ProgressEvent,
@@ -53,8 +54,17 @@ export async function copyGraph(src: Storage, dst: Storage, root: Descriptor, op
 export async function copy(src: Target, srcRef: string, dst: Target, dstRef?: string, opts: CopyOptions = {}): Promise<CopyResult> {
   const root = await src.resolve(srcRef);
   const result = await copyGraph(src, dst, root, opts);
-  if (dstRef) await dst.tag(root, dstRef);
+  await name(dst, root, dstRef);
   return result;
+}
+
+/**
+ * Tags the copied root, or — with no tag — lists it untagged where a store keeps such a list (an OCI
+ * layout's index.json), so that the copy is not invisible to other tools and their garbage collectors.
+ */
+export async function name(dst: Target, root: Descriptor, tag?: string): Promise<void> {
+  if (tag) await dst.tag(root, tag);
+  else if (isIndexer(dst)) await dst.index(root);
 }
 
 class GraphCopy {
@@ -78,11 +88,15 @@ class GraphCopy {
     this.signal = opts.signal ? AbortSignal.any([opts.signal, this.controller.signal]) : this.controller.signal;
   }
 
-  /** Each digest is copied once per run, however many parents name it. */
-  node(desc: Descriptor): Promise<void> {
+  /**
+   * Each digest is copied once per run, however many parents name it. `ensure`: a manifest that is
+   * already there is pushed again all the same (without its children), so that the destination records
+   * it as a referrer even if an earlier run stopped between storing and recording it.
+   */
+  node(desc: Descriptor, ensure = false): Promise<void> {
     let p = this.done.get(desc.digest);
     if (!p) {
-      p = isManifestMediaType(desc.mediaType) ? this.manifest(desc) : this.blob(desc);
+      p = isManifestMediaType(desc.mediaType) ? this.manifest(desc, ensure) : this.blob(desc);
       p.catch((err: unknown) => this.controller.abort(err));
       this.done.set(desc.digest, p);
     }
@@ -114,11 +128,15 @@ class GraphCopy {
     }
   }
 
-  private async manifest(desc: Descriptor): Promise<void> {
+  private async manifest(desc: Descriptor, ensure: boolean): Promise<void> {
     this.signal.throwIfAborted();
     this.manifests.push(desc);
     if (await this.slot(() => this.dst.exists(desc))) {
       // A manifest present at the destination was pushed after its children, so its graph is complete.
+      if (ensure) {
+        const bytes = await this.slot(() => fetchBytes(this.src, desc, undefined, this.signal));
+        await this.slot(() => this.dst.push(desc, Readable.from([bytes]), { signal: this.signal }));
+      }
       this.stats.skipped++;
       this.emit(desc, desc.size, 'exists');
       return;
@@ -201,7 +219,7 @@ class GraphCopy {
       } catch (err) {
         if (!isLadingError(err, 'E_NOT_FOUND')) throw err;
       }
-      await Promise.all(found.map((r) => this.node(r)));
+      await Promise.all(found.map((r) => this.node(r, true)));
       queue.push(...found);
     }
   }

@@ -318,3 +318,16 @@ test('buildImageIndex', () => {
     (e: unknown) => isLadingError(e, 'E_MANIFEST_INVALID') && e.message.startsWith('manifests[0].mediaType:'),
   );
 });
+
+test('keys that differ from spec fields only in case are refused (Go readers would take them for the field)', () => {
+  const cfg = { mediaType: 'application/vnd.oci.empty.v1+json', digest: 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a', size: 2 };
+  const cases: Array<[unknown, RegExp]> = [
+    [{ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: cfg, layers: [], Layers: [cfg] }, /^Layers: /],
+    [{ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: cfg, layers: [], Subject: cfg }, /^Subject: /],
+    [{ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { ...cfg, Digest: cfg.digest }, layers: [] }, /^config\.Digest: /],
+    [{ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ ...cfg, mediaType: 'application/vnd.oci.image.manifest.v1+json', platform: { os: 'linux', architecture: 'amd64', OS: 'windows' } }] }, /^manifests\[0\]\.platform\.OS: /],
+  ];
+  for (const [doc, where] of cases) {
+    assert.throws(() => parseManifest(Buffer.from(JSON.stringify(doc))), (e: unknown) => isLadingError(e, 'E_MANIFEST_INVALID') && where.test(e.message));
+  }
+});

@@ -80,8 +80,25 @@ function requiredString(v: unknown, path: string): string {
   return v;
 }
 
+const MANIFEST_FIELDS = ['schemaVersion', 'mediaType', 'artifactType', 'config', 'layers', 'manifests', 'subject', 'annotations'];
+const DESCRIPTOR_FIELDS = ['mediaType', 'digest', 'size', 'urls', 'annotations', 'data', 'platform', 'artifactType'];
+const PLATFORM_FIELDS = ['architecture', 'os', 'os.version', 'os.features', 'variant', 'features'];
+
+/**
+ * Go's JSON decoder (registries, containerd, cosign) matches keys case-insensitively; JavaScript does not.
+ * A key that differs from a spec field only in case would be read one way here and another way there,
+ * so such a document is refused.
+ */
+function refuseCaseVariants(o: Record<string, unknown>, fields: readonly string[], path: string): void {
+  for (const key of Object.keys(o)) {
+    const field = fields.find((f) => f.toLowerCase() === key.toLowerCase());
+    if (field !== undefined && field !== key) fail(`${path}${path ? '.' : ''}${key}`, `differs only in case from "${field}", which other readers take it for`);
+  }
+}
+
 function validatePlatform(v: unknown, path: string): Platform {
   if (!isObject(v)) return fail(path, 'must be an object');
+  refuseCaseVariants(v, PLATFORM_FIELDS, path);
   const p: Platform = {
     architecture: requiredString(v.architecture, `${path}.architecture`),
     os: requiredString(v.os, `${path}.os`),
@@ -105,6 +122,7 @@ function validatePlatform(v: unknown, path: string): Platform {
  */
 export function validateDescriptor(d: unknown, path: string): Descriptor {
   if (!isObject(d)) return fail(path, `must be a descriptor object, got ${quote(d)}`);
+  refuseCaseVariants(d, DESCRIPTOR_FIELDS, path);
   const mediaType = mediaTypeField(d.mediaType, `${path}.mediaType`);
   if (typeof d.digest !== 'string') fail(`${path}.digest`, `must be a digest string, got ${quote(d.digest)}`);
   const digest = d.digest as string;
@@ -178,6 +196,7 @@ export function parseManifest(bytes: Uint8Array, mediaType?: string): ParsedMani
 
   const body = decodeJSON(bytes);
   if (!isObject(body)) return fail('manifest', `must be a JSON object, got ${Array.isArray(body) ? 'an array' : quote(body)}`);
+  refuseCaseVariants(body, MANIFEST_FIELDS, '');
   if (body.schemaVersion === 1) {
     throw new LadingError('E_MEDIA_TYPE_UNSUPPORTED', 'schemaVersion 1: Docker schema 1 manifests are not supported', {
       hint: SCHEMA1_HINT,

@@ -23,7 +23,8 @@ function usage(input: string, why: string): LadingError {
 /** Architecture and variant in canonical form: the default variant of an architecture is left out. */
 function normalizeArch(architecture: string, variant: string | undefined): { architecture: string; variant?: string } {
   const arch = architecture.toLowerCase();
-  const v = variant?.toLowerCase();
+  // Some tools write an empty variant; it means none.
+  const v = variant ? variant.toLowerCase() : undefined;
   switch (arch) {
     case 'x86_64':
     case 'x86-64':

@@ -4,6 +4,7 @@ import type { HttpDo } from './types.js';
 
 /** Token and auth responses are small JSON documents; anything larger is a misbehaving server. */
 export const MAX_AUTH_RESPONSE_BYTES = 1 << 20;
+const AUTH_TIMEOUT_MS = 30_000;
 
 function originOf(url: string): string {
   try {
@@ -27,6 +28,9 @@ export function undiciHttpDo(dispatcher?: Dispatcher): HttpDo {
         ...(req.body === undefined ? {} : { body: req.body }),
         ...(dispatcher ? { dispatcher } : {}),
         ...(signal ? { signal } : {}),
+        // A stalled token service must not hold a login or a pull for undici's five-minute defaults.
+        headersTimeout: AUTH_TIMEOUT_MS,
+        bodyTimeout: AUTH_TIMEOUT_MS,
       });
     } catch (err) {
       if (signal?.aborted) throw new LadingError('E_ABORTED', 'the operation was cancelled', { cause: err });
