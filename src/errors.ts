@@ -8,6 +8,8 @@ export const ErrorCodes = {
   E_DIGEST_INVALID: 'a digest is malformed or uses an unsupported algorithm',
   E_DIGEST_MISMATCH: 'content does not hash to the digest that names it',
   E_SIZE_MISMATCH: 'content is longer or shorter than its descriptor says',
+  E_RANGE_INVALID: 'a byte range or upload offset does not fit the content',
+  E_TOO_LARGE: 'content is over a configured size limit',
   E_MANIFEST_INVALID: 'a manifest or index is malformed',
   E_MANIFEST_TOO_LARGE: 'a manifest is larger than the 4 MiB limit',
   E_MEDIA_TYPE_UNSUPPORTED: 'a media type is not one lading can handle here',
