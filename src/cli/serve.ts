@@ -1,0 +1,49 @@
+import type { Command } from 'commander';
+import { LadingError } from '../errors.js';
+import { cliSignal } from './context.js';
+import { emit } from './output.js';
+
+interface ServeOptions {
+  addr: string;
+  root: string;
+  htpasswd?: string;
+  json?: boolean;
+  logLevel: string;
+}
+
+/** `HOST:PORT`, `[v6]:PORT` or `:PORT` (loopback). */
+export function parseAddr(addr: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(addr);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new LadingError('E_USAGE', `--addr ${JSON.stringify(addr)} is not HOST:PORT`, { hint: 'for example 127.0.0.1:5000, or 0.0.0.0:5000 to listen on every interface' });
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('run an OCI registry (distribution-spec 1.1) on this machine')
+    .option('--addr <host:port>', 'where to listen', '127.0.0.1:5000')
+    .option('--root <dir>', 'where content is stored', './lading-data')
+    .option('--htpasswd <file>', 'require basic auth with the bcrypt users of this htpasswd -B file')
+    .option('--log-level <level>', 'pino log level (logs go to stderr as JSON lines)', 'info')
+    .option('--json', 'print where the registry listens as JSON')
+    .action(async (opts: ServeOptions) => {
+      const { host, port } = parseAddr(opts.addr);
+      // Loaded here: every other verb starts without the server and its logger.
+      const [{ startRegistry }, { pino }] = await Promise.all([import('../server/serve.js'), import('pino')]);
+      if (!pino.levels.values[opts.logLevel] && opts.logLevel !== 'silent') throw new LadingError('E_USAGE', `unknown --log-level ${opts.logLevel}`);
+      // stdout carries the result (the URL); logs go to stderr so that --json output stays parseable.
+      const logger = pino({ level: opts.logLevel }, pino.destination({ fd: 2, sync: true }));
+      const reg = await startRegistry({ root: opts.root, host, port, ...(opts.htpasswd ? { htpasswd: opts.htpasswd } : {}), logger });
+      emit(opts.json, { url: reg.url, host: reg.host, root: reg.root }, () => `Listening on ${reg.url} (data in ${reg.root})`);
+      // main.ts turns SIGINT/SIGTERM into this signal; a second signal exits at once.
+      await new Promise<void>((done) => {
+        if (cliSignal.aborted) done();
+        else cliSignal.addEventListener('abort', () => done(), { once: true });
+      });
+      logger.info('shutting down');
+      await reg.close();
+      logger.flush();
+    });
+}
