@@ -24,6 +24,7 @@ export const ErrorCodes = {
   E_UNSAFE_PATH: 'a path would escape its destination',
   E_ARCHIVE_INVALID: 'an archive is malformed or exceeds a safety bound',
   E_LAYOUT_INVALID: 'an OCI image layout on disk is malformed',
+  E_STORE_CORRUPT: 'a registry root holds damaged or inconsistent content',
   E_CREDENTIALS: 'credentials could not be read, stored or obtained',
   E_IO: 'a local file operation failed',
   E_ABORTED: 'the operation was cancelled',

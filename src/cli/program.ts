@@ -9,6 +9,7 @@ import { register as ls } from './ls.js';
 import { register as pull } from './pull.js';
 import { register as push } from './push.js';
 import { register as serve } from './serve.js';
+import { register as maintenance } from './maintenance.js';
 import { register as tag } from './tag.js';
 
 export function buildProgram(): Command {
@@ -17,7 +18,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     .exitOverride()
     .showHelpAfterError(false);
-  for (const register of [push, pull, copy, tag, inspect, ls, login, serve]) register(program);
+  for (const register of [push, pull, copy, tag, inspect, ls, login, serve, maintenance]) register(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
