@@ -7,6 +7,7 @@ interface ServeOptions {
   addr: string;
   root: string;
   htpasswd?: string;
+  authConfig?: string;
   json?: boolean;
   logLevel: string;
 }
@@ -26,16 +27,20 @@ export function register(program: Command): void {
     .option('--addr <host:port>', 'where to listen', '127.0.0.1:5000')
     .option('--root <dir>', 'where content is stored', './lading-data')
     .option('--htpasswd <file>', 'require basic auth with the bcrypt users of this htpasswd -B file')
+    .option('--auth-config <file>', 'token auth: users, per-repository rules and token settings from this YAML or JSON file')
     .option('--log-level <level>', 'pino log level (logs go to stderr as JSON lines)', 'info')
     .option('--json', 'print where the registry listens as JSON')
     .action(async (opts: ServeOptions) => {
       const { host, port } = parseAddr(opts.addr);
+      if (opts.htpasswd && opts.authConfig) {
+        throw new LadingError('E_USAGE', '--htpasswd and --auth-config cannot be used together', { hint: 'name the htpasswd file in the auth config instead (htpasswd: FILE)' });
+      }
       // Loaded here: every other verb starts without the server and its logger.
       const [{ startRegistry }, { pino }] = await Promise.all([import('../server/serve.js'), import('pino')]);
       if (!pino.levels.values[opts.logLevel] && opts.logLevel !== 'silent') throw new LadingError('E_USAGE', `unknown --log-level ${opts.logLevel}`);
       // stdout carries the result (the URL); logs go to stderr so that --json output stays parseable.
       const logger = pino({ level: opts.logLevel }, pino.destination({ fd: 2, sync: true }));
-      const reg = await startRegistry({ root: opts.root, host, port, ...(opts.htpasswd ? { htpasswd: opts.htpasswd } : {}), logger });
+      const reg = await startRegistry({ root: opts.root, host, port, ...(opts.htpasswd ? { htpasswd: opts.htpasswd } : {}), ...(opts.authConfig ? { authConfig: opts.authConfig } : {}), logger });
       emit(opts.json, { url: reg.url, host: reg.host, root: reg.root }, () => `Listening on ${reg.url} (data in ${reg.root})`);
       // main.ts turns SIGINT/SIGTERM into this signal; a second signal exits at once.
       await new Promise<void>((done) => {

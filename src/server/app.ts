@@ -7,7 +7,7 @@ import { LadingError } from '../errors.js';
 import { parseDigest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/manifest-types.js';
 import { MediaType } from '../oci/mediatype.js';
-import type { AccessScope, Action, Authenticator } from './auth.js';
+import type { AccessScope, Action, Authenticator, Principal } from './auth.js';
 import { OciError, sendOciError } from './errors.js';
 import { matchRoute, type Route } from './routes.js';
 import type { ByteRange } from './storage/driver.js';
@@ -38,6 +38,8 @@ interface Ctx {
   head: boolean;
   /** The request body as a stream that always ends or errors (never hangs when the client vanishes). */
   body(): Readable;
+  /** Who the authenticator let in, when there is one. */
+  principal?: Principal;
 }
 
 export function createRegistryHandler(store: RegistryStore, opts: RegistryHandlerOptions = {}): RegistryHandler {
@@ -84,13 +86,15 @@ export function createRegistryHandler(store: RegistryStore, opts: RegistryHandle
       if (method !== 'GET' && method !== 'HEAD') throw notAllowed(['GET', 'HEAD']);
       return sendJSON(res, 200, { status: 'ok' }, method === 'HEAD');
     }
+    // The authenticator's own endpoints (the token endpoint of token auth).
+    if (opts.auth?.serve && (await opts.auth.serve(req, res, pathname, query, body))) return;
     const route = matchRoute(pathname);
     if (!route) throw new OciError('NAME_UNKNOWN', `no endpoint at ${pathname.slice(0, 200)}`, { status: 404 });
     const allowed = ALLOWED[route.kind];
     if (!allowed.includes(method)) throw notAllowed(allowed);
 
-    if (opts.auth) await opts.auth.authenticate(req, scopesOf(route, method, query));
-    const ctx: Ctx = { req, res, method, route, query, head: method === 'HEAD', body };
+    const principal = opts.auth ? await opts.auth.authenticate(req, scopesOf(route, method, query)) : undefined;
+    const ctx: Ctx = { req, res, method, route, query, head: method === 'HEAD', body, ...(principal ? { principal } : {}) };
     switch (route.kind) {
       case 'base':
         return sendJSON(res, 200, {}, ctx.head);
@@ -244,7 +248,9 @@ export function createRegistryHandler(store: RegistryStore, opts: RegistryHandle
 
   async function startUpload(ctx: Ctx, name: string): Promise<void> {
     const mount = ctx.query.get('mount');
-    const from = ctx.query.get('from');
+    // A mount source the client may not read is treated as absent: the spec's fallback is a plain upload.
+    const fromParam = ctx.query.get('from');
+    const from = fromParam !== null && ctx.principal?.refused?.some((s) => s.repository === fromParam) ? null : fromParam;
     const digest = ctx.query.get('digest');
     if (mount !== null) {
       checkDigest(mount);
@@ -332,11 +338,12 @@ function notAllowed(allowed: string[]): OciError {
 }
 
 function scopesOf(route: Route, method: string, query: URLSearchParams): AccessScope[] {
-  if (route.kind === 'base' || route.kind === 'catalog') return [{ actions: ['pull'] }];
+  if (route.kind === 'base') return [];
+  if (route.kind === 'catalog') return [{ registry: 'catalog', actions: ['*'] }];
   const actions: Action[] = method === 'DELETE' ? ['delete'] : method === 'GET' || method === 'HEAD' ? ['pull'] : ['pull', 'push'];
   const scopes: AccessScope[] = [{ repository: route.name, actions }];
   const from = query.get('from');
-  if (route.kind === 'uploads' && from) scopes.push({ repository: from, actions: ['pull'] });
+  if (route.kind === 'uploads' && from && query.get('mount') !== null) scopes.push({ repository: from, actions: ['pull'], optional: true });
   return scopes;
 }
 

@@ -5,6 +5,7 @@ import { pino, type Logger, type LoggerOptions } from 'pino';
 import { LadingError } from '../errors.js';
 import { createRegistryHandler } from './app.js';
 import { HtpasswdAuthenticator, type Authenticator } from './auth.js';
+import { loadTokenAuthConfig, TokenAuthenticator, type TokenAuthConfig } from './token-auth.js';
 import { FsDriver } from './storage/fs-driver.js';
 import { RegistryStore } from './storage/store.js';
 
@@ -17,7 +18,12 @@ export interface StartRegistryOptions {
   port?: number;
   /** An `htpasswd -B` file: when given, every endpoint but /healthz needs basic auth. */
   htpasswd?: string;
-  /** An authenticator of its own (token auth); wins over `htpasswd`. */
+  /**
+   * Token auth: the path of a YAML/JSON auth config, or the config itself. The server then answers
+   * `/token` and wants bearer tokens from it everywhere but /healthz. Wins over `htpasswd`.
+   */
+  authConfig?: string | TokenAuthConfig;
+  /** An authenticator of its own; wins over `authConfig` and `htpasswd`. */
   auth?: Authenticator;
   /** pino options, a pino logger, or false for no logs (the default). */
   logger?: false | LoggerOptions | Logger;
@@ -40,7 +46,7 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Running
   const port = opts.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new LadingError('E_USAGE', `port ${port} is not 0-65535`);
   const logger = makeLogger(opts.logger);
-  const auth = opts.auth ?? (opts.htpasswd ? await HtpasswdAuthenticator.load(opts.htpasswd) : undefined);
+  const auth = opts.auth ?? (await configuredAuth(opts, logger));
   const store = new RegistryStore(new FsDriver(root));
   const handler = createRegistryHandler(store, { ...(auth ? { auth } : {}), ...(logger ? { logger } : {}) });
 
@@ -73,7 +79,7 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Running
   const address = server.address();
   if (address === null || typeof address === 'string') throw new LadingError('E_IO', 'the server has no TCP address');
   const hostPort = `${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
-  logger?.info({ url: `http://${hostPort}`, root, auth: auth ? 'basic' : 'none' }, 'registry listening');
+  logger?.info({ url: `http://${hostPort}`, root, auth: authKind(auth) }, 'registry listening');
 
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -91,6 +97,21 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Running
     return closed;
   };
   return { url: `http://${hostPort}`, host: hostPort, root, close };
+}
+
+async function configuredAuth(opts: StartRegistryOptions, logger: Logger | undefined): Promise<Authenticator | undefined> {
+  if (opts.authConfig !== undefined) {
+    const config = typeof opts.authConfig === 'string' ? await loadTokenAuthConfig(opts.authConfig) : opts.authConfig;
+    return new TokenAuthenticator(config, logger ? { logger } : {});
+  }
+  return opts.htpasswd ? HtpasswdAuthenticator.load(opts.htpasswd) : undefined;
+}
+
+function authKind(auth: Authenticator | undefined): string {
+  if (!auth) return 'none';
+  if (auth instanceof TokenAuthenticator) return 'token';
+  if (auth instanceof HtpasswdAuthenticator) return 'basic';
+  return 'custom';
 }
 
 function listen(server: Server, host: string, port: number): Promise<void> {
