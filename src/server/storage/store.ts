@@ -436,6 +436,11 @@ export class RegistryStore {
       for (const a of this.runningAlgorithms) if (!run.hashes.has(a)) run.hashes.set(a, createHash(a));
       if (extra && !run.hashes.has(extra)) run.hashes.set(extra, createHash(extra));
     }
+    // A session this process has not been receiving (it restarted since) may be what a crash between
+    // completeUpload's publish and its removal left behind: its file is then a hard link of the stored
+    // blob, and appending to it (or truncating it back) would rewrite that blob. A private copy first,
+    // hashed on the way so that the following chunks of this session need no copy and no re-hash.
+    if (!run && status.size > 0) run = await this.privateCopy(dataKey, status.size, extra);
     const counter = new ChunkMeter(run, status.size, length, this.maxUploadBytes, (total) => this.tooLarge(total));
     body.on('error', (err) => counter.destroy(err));
     // The meter may refuse a byte before the driver has attached to it; the driver's pipeline still sees it.
@@ -460,6 +465,24 @@ export class RegistryStore {
   private tooLarge(total: number): LadingError {
     return refuse('E_TOO_LARGE', 'too-large', `the upload would be ${total} bytes, over the ${this.maxUploadBytes}-byte limit`,
       'this registry refuses blobs this large', { limit: this.maxUploadBytes });
+  }
+
+  /** Rewrites the session file as a fresh file of its own; its running hashes, or undefined when its size moved. */
+  private async privateCopy(dataKey: string, size: number, extra: DigestAlgorithm | undefined): Promise<Running | undefined> {
+    const hashes = new Map(this.runningAlgorithms.map((a) => [a, createHash(a)] as const));
+    if (extra && !hashes.has(extra)) hashes.set(extra, createHash(extra));
+    let copied = 0;
+    const source = await this.driver.reader(dataKey);
+    const hashing = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        copied += chunk.length;
+        for (const h of hashes.values()) h.update(chunk);
+        done(null, chunk);
+      },
+    });
+    source.on('error', (err) => hashing.destroy(err));
+    await this.driver.writeStream(dataKey, source.pipe(hashing));
+    return copied === size ? { size, hashes } : undefined;
   }
 
   /** Copies of the running hashes, to restore when an append or a close fails halfway. */
