@@ -25,11 +25,24 @@ export interface ByteRange {
   end: number;
 }
 
+/** Reads at chosen positions through one open handle: the caller owns (and reuses) the buffers. */
+export interface PositionalReader {
+  readonly size: number;
+  /** Fills `buffer` from `position`; resolves with the bytes read, 0 at the end. */
+  read(buffer: Buffer, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
 export interface StorageDriver {
   /** Undefined when nothing exists at `path`. */
   stat(path: string): Promise<StatResult | undefined>;
   /** A stream of the file, or of `range` of it; E_NOT_FOUND when absent. */
   reader(path: string, range?: ByteRange): Promise<Readable>;
+  /**
+   * Positional reads, where the backend has them (a file system does): large reads into reused buffers
+   * cost a fraction of a stream's fresh buffer per chunk. E_NOT_FOUND when absent.
+   */
+  positionalReader?(path: string): Promise<PositionalReader>;
   /** The whole file, or undefined when absent; E_SIZE_MISMATCH when it is larger than `max`. */
   readBytes(path: string, max: number): Promise<Buffer | undefined>;
   /** Temp file beside `path`, fsync, rename: readers see the old content or the new, never a mix. */

@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fsyncDir, tempPathFor, writeFileAtomic, writeStreamAtomic } from '../../content/atomic.js';
 import { LadingError } from '../../errors.js';
-import type { ByteRange, DirEntry, StatResult, StorageDriver } from './driver.js';
+import type { ByteRange, DirEntry, PositionalReader, StatResult, StorageDriver } from './driver.js';
 
 function code(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
@@ -48,6 +48,24 @@ export class FsDriver implements StorageDriver {
       if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return undefined;
       throw err;
     }
+  }
+
+  async positionalReader(key: string): Promise<PositionalReader> {
+    const path = this.resolvePath(key);
+    let fh;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      if (code(err) === 'ENOENT') throw new LadingError('E_NOT_FOUND', `${key} does not exist`, { details: { reason: 'not-found' } });
+      throw err;
+    }
+    const handle = fh;
+    const { size } = await handle.stat();
+    return {
+      size,
+      read: async (buffer, position) => (await handle.read(buffer, 0, buffer.length, position)).bytesRead,
+      close: () => handle.close(),
+    };
   }
 
   async reader(key: string, range?: ByteRange): Promise<Readable> {

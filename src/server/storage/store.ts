@@ -6,7 +6,7 @@ import { hashableAlgorithm, parseDigest, type DigestAlgorithm } from '../../oci/
 import { MAX_MANIFEST_BYTES } from '../../oci/manifest-types.js';
 import { manifestChildren, parseManifest, referrerOf } from '../../oci/manifest.js';
 import { isValidRepository, isValidTag } from '../../oci/reference.js';
-import type { ByteRange, StorageDriver } from './driver.js';
+import type { ByteRange, PositionalReader, StorageDriver } from './driver.js';
 
 /*
  * Layout under the driver's root (see the report / README of this folder for the reasoning):
@@ -279,6 +279,23 @@ export class RegistryStore {
     try {
       const stream = await this.driver.reader(this.blobKey(this.digest(digest)), range);
       return { ...info, stream, ...(range ? { range } : {}) };
+    } catch (err) {
+      if (storageReason(err) === 'not-found') return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * The blob as a positional reader (for serving through reused buffers), or undefined when it is not
+   * linked in `repo` — or when the driver has no positional reads, in which case readBlob streams it.
+   */
+  async blobReader(repo: string, digest: string): Promise<(BlobInfo & { reader: PositionalReader }) | undefined> {
+    if (!this.driver.positionalReader) return undefined;
+    const info = await this.statBlob(repo, digest);
+    if (!info) return undefined;
+    try {
+      const reader = await this.driver.positionalReader(this.blobKey(this.digest(digest)));
+      return { ...info, reader };
     } catch (err) {
       if (storageReason(err) === 'not-found') return undefined;
       throw err;
