@@ -624,7 +624,7 @@ test('a blob redirected to another host is fetched without the Authorization hea
 });
 
 test('a redirected blob whose bytes are wrong fails with E_DIGEST_MISMATCH and leaves no file', TIMEOUT, async (t) => {
-  const { env, art, cdn } = await redirectSetup(t);
+  const { env, cdn } = await redirectSetup(t);
   cdn.inject({ method: 'GET' }, Faults.wrongBytes());
   await rejectsWith(pullFiles(env.repo, 'v1', env.out), 'E_DIGEST_MISMATCH');
   await assertNothingWritten(env);

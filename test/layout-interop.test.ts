@@ -1,31 +1,20 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
-import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { OciLayout } from '../src/content/layout.js';
 import { digestOf } from '../src/oci/digest.js';
 import type { Descriptor } from '../src/oci/descriptor.js';
 import { MediaType } from '../src/oci/mediatype.js';
 import { requirePeer } from './support/peers.js';
+import { runTool } from './support/tool.js';
+import { tarOf } from './support/tar.js';
 
-const run = promisify(execFile);
 
-/** Runs a peer tool with a bound on time; its stderr is in the error when it fails. */
-async function peer(bin: string, args: string[]): Promise<string> {
-  try {
-    const { stdout } = await run(bin, args, { timeout: 60_000, maxBuffer: 16 << 20, encoding: 'utf8' });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${bin} ${args.join(' ')} failed: ${e.stderr || e.message}`);
-  }
-}
 
 async function tempDir(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'lading-interop-'));
@@ -38,34 +27,6 @@ function blob(data: Buffer | string, mediaType: string): { desc: Descriptor; dat
   return { desc: { mediaType, digest: digestOf(bytes), size: bytes.length }, data: bytes };
 }
 
-/** A ustar archive of regular files, enough for a real image layer. */
-function tarOf(files: Record<string, string>): Buffer {
-  const blocks: Buffer[] = [];
-  for (const [name, content] of Object.entries(files)) {
-    const body = Buffer.from(content);
-    const header = Buffer.alloc(512);
-    const field = (value: string, offset: number, length: number): void => {
-      header.write(value, offset, length, 'ascii');
-    };
-    const octal = (n: number, length: number): string => `${n.toString(8).padStart(length - 1, '0')}\0`;
-    field(name, 0, 100);
-    field(octal(0o644, 8), 100, 8);
-    field(octal(0, 8), 108, 8);
-    field(octal(0, 8), 116, 8);
-    field(octal(body.length, 12), 124, 12);
-    field(octal(1_700_000_000, 12), 136, 12);
-    field('        ', 148, 8);
-    field('0', 156, 1);
-    field('ustar\0', 257, 6);
-    field('00', 263, 2);
-    let sum = 0;
-    for (const byte of header) sum += byte;
-    field(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8);
-    blocks.push(header, body, Buffer.alloc((512 - (body.length % 512)) % 512));
-  }
-  blocks.push(Buffer.alloc(1024));
-  return Buffer.concat(blocks);
-}
 
 async function pushAll(layout: OciLayout, blobs: { desc: Descriptor; data: Buffer }[]): Promise<void> {
   for (const b of blobs) await layout.push(b.desc, Readable.from([b.data]));
@@ -123,10 +84,10 @@ test('umoci and skopeo read an image layout written by OciLayout', async (t) => 
   await pushAll(layout, [blob('{}', MediaType.Empty), sig]);
   assert.equal((await layout.manifests()).length, 2);
 
-  const stat = JSON.parse(await peer('umoci', ['stat', '--json', '--image', `${dir}:v1`])) as { history?: unknown[] };
+  const stat = JSON.parse(await runTool('umoci', ['stat', '--json', '--image', `${dir}:v1`])) as { history?: unknown[] };
   assert.equal(stat.history?.length, 1);
-  const raw = await run('skopeo', ['inspect', '--raw', `oci:${dir}:v1`], { encoding: 'buffer', timeout: 60_000 });
-  assert.deepEqual(raw.stdout, manifest.data);
+  const raw = await runTool('skopeo', ['inspect', '--raw', `oci:${dir}:v1`]);
+  assert.ok(Buffer.from(raw, 'utf8').equals(manifest.data), 'skopeo reads the manifest byte for byte');
 });
 
 test('an artifact copied by skopeo between layouts keeps every digest', async (t) => {
@@ -151,7 +112,7 @@ test('an artifact copied by skopeo between layouts keeps every digest', async (t
   await pushAll(src, [config, ...layers, manifest]);
   await src.tag(manifest.desc, 'v1');
 
-  await peer('skopeo', ['copy', '--quiet', `oci:${join(root, 'src')}:v1`, `oci:${join(root, 'dst')}:v1`]);
+  await runTool('skopeo', ['copy', '--quiet', `oci:${join(root, 'src')}:v1`, `oci:${join(root, 'dst')}:v1`]);
 
   const dst = await OciLayout.open(join(root, 'dst'));
   const copied = await readGraph(dst, 'v1');
@@ -164,7 +125,7 @@ test('OciLayout reads a layout written by skopeo (index.json without mediaType)'
   if (!requirePeer(t, 'skopeo')) return;
   const root = await tempDir(t);
   const { manifest } = await writeImage(join(root, 'lading'));
-  await peer('skopeo', ['copy', '--quiet', `oci:${join(root, 'lading')}:v1`, `oci:${join(root, 'skopeo')}:x`]);
+  await runTool('skopeo', ['copy', '--quiet', `oci:${join(root, 'lading')}:v1`, `oci:${join(root, 'skopeo')}:x`]);
 
   const index = JSON.parse(await readFile(join(root, 'skopeo', 'index.json'), 'utf8')) as Record<string, unknown>;
   assert.equal(index.mediaType, undefined, 'skopeo 1.9 writes no mediaType; this test covers reading that');
@@ -181,5 +142,5 @@ test('OciLayout reads a layout written by skopeo (index.json without mediaType)'
   // Writing into skopeo's layout keeps its entries and adds ours.
   await layout.tag(desc, 'y');
   assert.deepEqual((await layout.manifests()).length, 2);
-  await peer('skopeo', ['inspect', '--raw', `oci:${join(root, 'skopeo')}:y`]);
+  await runTool('skopeo', ['inspect', '--raw', `oci:${join(root, 'skopeo')}:y`]);
 });

@@ -4,12 +4,10 @@
  */
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { OciLayout } from '../src/content/layout.js';
 import { fetchBytes } from '../src/content/read.js';
 import { manifestChildren, parseManifest } from '../src/oci/manifest.js';
@@ -17,18 +15,9 @@ import { Repository } from '../src/remote/repository.js';
 import { startRegistry, type RunningRegistry } from '../src/server/serve.js';
 import { lading } from './support/cli.js';
 import { requirePeer } from './support/peers.js';
+import { runTool } from './support/tool.js';
 
-const run = promisify(execFile);
 
-async function skopeo(args: string[]): Promise<string> {
-  try {
-    const { stdout } = await run('skopeo', args, { timeout: 120_000, maxBuffer: 16 << 20, encoding: 'utf8' });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`skopeo ${args.join(' ')} failed: ${e.stderr || e.message}`);
-  }
-}
 
 let reg: RunningRegistry | undefined;
 let work: string;
@@ -63,16 +52,16 @@ test('skopeo copies an OCI layout into lading serve and back with identical dige
   assert.equal(made.code, 0, made.stderr);
   const original = await graphDigests(await OciLayout.open(layoutDir), 'v1');
 
-  await skopeo(['copy', '--dest-tls-verify=false', `oci:${layoutDir}:v1`, `docker://${reg!.host}/interop/app:v1`]);
+  await runTool('skopeo', ['copy', '--dest-tls-verify=false', `oci:${layoutDir}:v1`, `docker://${reg!.host}/interop/app:v1`]);
   assert.deepEqual(await graphDigests(new Repository(`${reg!.host}/interop/app`), 'v1'), original);
 
   const outDir = join(work, 'layout-out');
-  await skopeo(['copy', '--src-tls-verify=false', `docker://${reg!.host}/interop/app:v1`, `oci:${outDir}:v1`]);
+  await runTool('skopeo', ['copy', '--src-tls-verify=false', `docker://${reg!.host}/interop/app:v1`, `oci:${outDir}:v1`]);
   assert.deepEqual(await graphDigests(await OciLayout.open(outDir), 'v1'), original);
 
   // A second push finds every blob present (HEAD) and changes nothing.
-  await skopeo(['copy', '--dest-tls-verify=false', `oci:${outDir}:v1`, `docker://${reg!.host}/interop/app:v2`]);
+  await runTool('skopeo', ['copy', '--dest-tls-verify=false', `oci:${outDir}:v1`, `docker://${reg!.host}/interop/app:v2`]);
   assert.equal((await new Repository(`${reg!.host}/interop/app`).resolve('v2')).digest, original[0]);
-  const raw = await skopeo(['inspect', '--raw', '--tls-verify=false', `docker://${reg!.host}/interop/app:v2`]);
+  const raw = await runTool('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg!.host}/interop/app:v2`]);
   assert.equal(JSON.parse(raw).layers.length, 2);
 });

@@ -7,12 +7,10 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { MemoryStore } from '../src/content/memory.js';
 import { copy } from '../src/graph/copy.js';
@@ -22,8 +20,9 @@ import { MediaType } from '../src/oci/mediatype.js';
 import { Repository } from '../src/remote/repository.js';
 import { startRegistry } from '../src/server/serve.js';
 import { requirePeer } from './support/peers.js';
+import { runTool } from './support/tool.js';
+import { tarOf } from './support/tar.js';
 
-const exec = promisify(execFile);
 
 /** Runs podman against a private store; its stderr is in the error when it fails. */
 function podmanIn(store: string): (args: string[]) => Promise<string> {
@@ -35,15 +34,7 @@ function podmanIn(store: string): (args: string[]) => Promise<string> {
     '--cgroup-manager', 'cgroupfs',
     '--events-backend', 'none',
   ];
-  return async (args) => {
-    try {
-      const { stdout } = await exec('podman', [...global, ...args], { timeout: 120_000, maxBuffer: 16 << 20, encoding: 'utf8' });
-      return stdout;
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      throw new Error(`podman ${args.join(' ')} failed: ${e.stderr || e.message}`);
-    }
-  };
+  return (args) => runTool('podman', [...global, ...args]);
 }
 
 function blob(data: Buffer | string, mediaType: string): { desc: Descriptor; data: Buffer } {
@@ -51,34 +42,6 @@ function blob(data: Buffer | string, mediaType: string): { desc: Descriptor; dat
   return { desc: { mediaType, digest: digestOf(bytes), size: bytes.length }, data: bytes };
 }
 
-/** A ustar archive of regular files, enough for a real image layer. */
-function tarOf(files: Record<string, string>): Buffer {
-  const blocks: Buffer[] = [];
-  for (const [name, content] of Object.entries(files)) {
-    const body = Buffer.from(content);
-    const header = Buffer.alloc(512);
-    const field = (value: string, offset: number, length: number): void => {
-      header.write(value, offset, length, 'ascii');
-    };
-    const octal = (n: number, length: number): string => `${n.toString(8).padStart(length - 1, '0')}\0`;
-    field(name, 0, 100);
-    field(octal(0o644, 8), 100, 8);
-    field(octal(0, 8), 108, 8);
-    field(octal(0, 8), 116, 8);
-    field(octal(body.length, 12), 124, 12);
-    field(octal(1_700_000_000, 12), 136, 12);
-    field('        ', 148, 8);
-    field('0', 156, 1);
-    field('ustar\0', 257, 6);
-    field('00', 263, 2);
-    let sum = 0;
-    for (const byte of header) sum += byte;
-    field(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8);
-    blocks.push(header, body, Buffer.alloc((512 - (body.length % 512)) % 512));
-  }
-  blocks.push(Buffer.alloc(1024));
-  return Buffer.concat(blocks);
-}
 
 async function tempDir(t: TestContext, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));

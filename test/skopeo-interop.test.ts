@@ -3,11 +3,9 @@
  */
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { OciLayout } from '../src/content/layout.js';
 import { fetchBytes } from '../src/content/read.js';
@@ -15,19 +13,10 @@ import { parseManifest, manifestChildren } from '../src/oci/manifest.js';
 import { Repository } from '../src/remote/repository.js';
 import { lading } from './support/cli.js';
 import { requirePeer } from './support/peers.js';
+import { runTool } from './support/tool.js';
 import { startDockerRegistry, type DockerRegistry } from './support/registry.js';
 
-const run = promisify(execFile);
 
-async function skopeo(args: string[]): Promise<string> {
-  try {
-    const { stdout } = await run('skopeo', args, { timeout: 120_000, maxBuffer: 16 << 20, encoding: 'utf8' });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`skopeo ${args.join(' ')} failed: ${e.stderr || e.message}`);
-  }
-}
 
 let reg: DockerRegistry | undefined;
 let work: string;
@@ -63,13 +52,13 @@ test('skopeo copies a lading-pushed artifact to a layout and back without changi
   const original = await graphDigests(new Repository(`${reg!.host}/interop/art`), 'v1');
 
   const layoutDir = join(work, 'skopeo-layout');
-  await skopeo(['copy', '--src-tls-verify=false', `docker://${reg!.host}/interop/art:v1`, `oci:${layoutDir}:v1`]);
+  await runTool('skopeo', ['copy', '--src-tls-verify=false', `docker://${reg!.host}/interop/art:v1`, `oci:${layoutDir}:v1`]);
   assert.deepEqual(await graphDigests(await OciLayout.open(layoutDir), 'v1'), original);
 
-  await skopeo(['copy', '--dest-tls-verify=false', `oci:${layoutDir}:v1`, `docker://${reg!.host}/interop/back:v1`]);
+  await runTool('skopeo', ['copy', '--dest-tls-verify=false', `oci:${layoutDir}:v1`, `docker://${reg!.host}/interop/back:v1`]);
   assert.deepEqual(await graphDigests(new Repository(`${reg!.host}/interop/back`), 'v1'), original);
 
-  const raw = await skopeo(['inspect', '--raw', '--tls-verify=false', `docker://${reg!.host}/interop/back:v1`]);
+  const raw = await runTool('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg!.host}/interop/back:v1`]);
   assert.equal(JSON.parse(raw).artifactType, 'application/vnd.example.thing');
 
   // lading pulls from the layout skopeo wrote, as it would from a registry.
@@ -89,9 +78,9 @@ test('a layout lading writes is read by skopeo, which pushes it unchanged', asyn
   const layoutDir = join(work, 'lading-layout');
   const pushed = await lading(['push', `layout:${layoutDir}:v1`, 'a.txt', '--json'], { cwd: src });
   assert.equal(pushed.code, 0, pushed.stderr);
-  const raw = await skopeo(['inspect', '--raw', `oci:${layoutDir}:v1`]);
+  const raw = await runTool('skopeo', ['inspect', '--raw', `oci:${layoutDir}:v1`]);
   assert.equal(JSON.parse(raw).layers[0].annotations['org.opencontainers.image.title'], 'a.txt');
-  await skopeo(['copy', '--dest-tls-verify=false', `oci:${layoutDir}:v1`, `docker://${reg!.host}/interop/from-layout:v1`]);
+  await runTool('skopeo', ['copy', '--dest-tls-verify=false', `oci:${layoutDir}:v1`, `docker://${reg!.host}/interop/from-layout:v1`]);
   assert.deepEqual(
     await graphDigests(new Repository(`${reg!.host}/interop/from-layout`), 'v1'),
     await graphDigests(await OciLayout.open(layoutDir), 'v1'),

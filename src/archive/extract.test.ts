@@ -9,32 +9,14 @@ import { gzipSync } from 'node:zlib';
 import { isLadingError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { fixture } from '../../test/support/fixtures.js';
+import { ustar, type TarEntry } from '../../test/support/tar.js';
 import { extractTar } from './extract.js';
 import { packDirectory } from './pack.js';
 
-/** One ustar entry, built by hand so that tests can say things no honest archiver writes. */
-function entry(name: string, opts: { type?: string; link?: string; body?: string; mode?: number } = {}): Buffer {
-  const body = Buffer.from(opts.body ?? '');
-  const h = Buffer.alloc(512);
-  h.write(name, 0, 100);
-  h.write(`${(opts.mode ?? 0o644).toString(8).padStart(7, '0')}\0`, 100);
-  h.write('0000000\0', 108);
-  h.write('0000000\0', 116);
-  h.write(`${body.length.toString(8).padStart(11, '0')}\0`, 124);
-  h.write('00000000000\0', 136);
-  h.write('        ', 148);
-  h.write(opts.type ?? '0', 156);
-  h.write(opts.link ?? '', 157, 100);
-  h.write('ustar\0', 257);
-  h.write('00', 263);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
-  const pad = Buffer.alloc((512 - (body.length % 512)) % 512);
-  return Buffer.concat([h, body, pad]);
-}
 
-const archive = (...entries: Buffer[]) => Buffer.concat([...entries, Buffer.alloc(1024)]);
+/** One entry, as the tests below write them: `entry(name, {type, link, body, mode})`. */
+const entry = (name: string, opts: Omit<TarEntry, 'name'> = {}): TarEntry => ({ name, ...opts });
+const archive = (...entries: TarEntry[]) => ustar(entries);
 
 /** A destination inside a parent that also holds a victim file the archive must not touch. */
 async function arena(): Promise<{ dest: string; victim: string; done: () => Promise<void> }> {

@@ -13,6 +13,7 @@ import { digestOf } from '../oci/digest.js';
 import { buildImageManifest } from '../oci/manifest.js';
 import { Annotation, EmptyJSON, MediaType } from '../oci/mediatype.js';
 import { pullFiles } from './pull.js';
+import { ustar } from '../../test/support/tar.js';
 
 const EMPTY: Descriptor = { mediaType: EmptyJSON.mediaType, digest: EmptyJSON.digest, size: EmptyJSON.size };
 
@@ -36,25 +37,6 @@ const titled = (d: Descriptor, title: string, unpack = false): Descriptor => ({
   annotations: { [Annotation.Title]: title, ...(unpack ? { [Annotation.OrasUnpack]: 'true' } : {}) },
 });
 
-/** A ustar archive with one symlink entry, gzipped. */
-function tarWithLink(name: string, link: string): Buffer {
-  const h = Buffer.alloc(512);
-  h.write(name, 0, 100);
-  h.write('0000777\0', 100);
-  h.write('0000000\0', 108);
-  h.write('0000000\0', 116);
-  h.write('00000000000\0', 124);
-  h.write('00000000000\0', 136);
-  h.write('        ', 148);
-  h.write('2', 156);
-  h.write(link, 157, 100);
-  h.write('ustar\0', 257);
-  h.write('00', 263);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
-  return gzipSync(Buffer.concat([h, Buffer.alloc(1024)]));
-}
 
 async function home(): Promise<{ base: string; out: string; victim: string; done: () => Promise<void> }> {
   const base = await mkdtemp(join(tmpdir(), 'lading-pull-'));
@@ -80,7 +62,7 @@ test('a title inside another title is refused before anything is fetched', async
 
 test('a directory layer whose link leaves its own directory is refused; the file beside it is untouched', async () => {
   const store = new MemoryStore();
-  const dir = await put(store, tarWithLink('d/l', '../.ssh'), MediaType.ImageLayerGzip);
+  const dir = await put(store, gzipSync(ustar([{ name: 'd/l', type: '2', link: '../.ssh', mode: 0o777 }])), MediaType.ImageLayerGzip);
   const key = await put(store, Buffer.from('attacker key'));
   await artifact(store, [titled(dir, 'd', true), titled(key, 'e/authorized_keys')]);
   const h = await home();
