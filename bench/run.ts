@@ -29,16 +29,15 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
 import { performance } from 'node:perf_hooks';
 import { startDockerRegistry, type DockerRegistry } from '../test/support/registry.js';
 import { which } from '../test/support/peers.js';
+import { HASH_ARGS, MiB, REPO_ROOT, compiledCli, intEnv, makeFile, mb, median, sha256Hex, syncDisks } from './common.js';
 
-const MiB = 1024 * 1024;
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS = join(REPO_ROOT, 'bench', 'results', 'latest.json');
 const EMPTY_CONFIG = '{}';
 const EMPTY_CONFIG_DIGEST = 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a';
@@ -50,13 +49,6 @@ const CHILD_TIMEOUT_MS = 10 * 60_000;
 
 // ------------------------------------------------------------------ configuration
 
-function intEnv(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be a whole number from ${min} to ${max}, not "${raw}"`);
-  return n;
-}
 
 const SIZE_MB = intEnv('LADING_BENCH_SIZE_MB', 1024, 1, 64 * 1024);
 const SMALL_MB = intEnv('LADING_BENCH_SMALL_MB', 256, 0, 64 * 1024);
@@ -136,41 +128,16 @@ function combine(parts: Measured[]): Measured {
   };
 }
 
-function syncDisks(): void {
-  spawnSync('sync', [], { stdio: 'ignore', timeout: 120_000 });
-}
 
 function sameFile(a: string, b: string): void {
   const r = spawnSync('cmp', ['-s', a, b], { timeout: 120_000 });
   if (r.status !== 0) throw new Error(`${b} differs from ${a} (cmp exited ${r.status})`);
 }
 
-/** openssl's sha256 is the fastest hasher at hand (about 2.5x coreutils' sha256sum on these machines). */
-const HASH_ARGS = ['dgst', '-sha256', '-r'];
 
-function sha256Hex(path: string): string {
-  const r = spawnSync('openssl', [...HASH_ARGS, path], { encoding: 'utf8', timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`openssl dgst ${path} failed: ${r.stderr}`);
-  return r.stdout.split(' ')[0]!;
-}
 
 // ------------------------------------------------------------------ inputs
 
-/** 1 MiB of random bytes, repeated with a counter in every block so that nothing compresses or dedupes. */
-function makeFile(path: string, sizeMiB: number): void {
-  const block = randomBytes(MiB);
-  const fd = openSync(path, 'w');
-  try {
-    for (let i = 0; i < sizeMiB; i++) {
-      block.writeBigUInt64LE(BigInt(i), 0);
-      block.writeBigUInt64LE(BigInt(i) * 0x9e3779b97f4a7c15n & 0xffffffffffffffffn, MiB / 2);
-      let off = 0;
-      while (off < MiB) off += writeSync(fd, block, off, MiB - off);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
 
 interface Input {
   sizeMiB: number;
@@ -230,37 +197,12 @@ interface LadingCli {
   mode: string;
 }
 
-/** Source files changed after `since` (a build from before them would measure old code). */
-function newerSources(dir: string, since: number, depth = 0): string[] {
-  if (depth > 16) return [];
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, e.name);
-    if (e.isDirectory()) out.push(...newerSources(path, since, depth + 1));
-    else if (e.name.endsWith('.ts') && !e.name.endsWith('.test.ts') && statSync(path).mtimeMs > since) out.push(path);
-  }
-  return out;
-}
 
 function chooseCli(buildDir: string): LadingCli {
-  const dist = join(REPO_ROOT, 'dist', 'cli', 'main.js');
   const tsx: LadingCli = { cmd: process.execPath, prefix: ['--import', 'tsx', join(REPO_ROOT, 'src', 'cli', 'main.ts')], mode: 'tsx (node --import tsx src/cli/main.ts)' };
   if (CLI_MODE === 'tsx') return tsx;
-  const stale = existsSync(dist) ? newerSources(join(REPO_ROOT, 'src'), statSync(dist).mtimeMs) : [];
-  if (CLI_MODE === 'dist' || (CLI_MODE === 'auto' && existsSync(dist) && stale.length === 0)) {
-    if (existsSync(dist)) return { cmd: process.execPath, prefix: [dist], mode: `dist (node dist/cli/main.js)${stale.length ? `, OLDER than ${stale.length} file(s) in src/` : ''}` };
-  }
-  if (CLI_MODE === 'dist') throw new Error('LADING_BENCH_CLI=dist but dist/cli/main.js does not exist (npm run build)');
-  // A throw-away build beside the repository's node_modules: the compiled CLI starts like an installed one
-  // (tsx adds ~0.3 s and ~35 MB of esbuild to every run). tsc emits even when the tree has type errors.
-  const tsc = join(REPO_ROOT, 'node_modules', '.bin', 'tsc');
-  spawnSync(tsc, ['-p', join(REPO_ROOT, 'tsconfig.build.json'), '--outDir', buildDir, '--declaration', 'false', '--sourceMap', 'false', '--incremental', 'false'], {
-    cwd: REPO_ROOT,
-    stdio: 'ignore',
-    timeout: 300_000,
-  });
-  const built = join(buildDir, 'cli', 'main.js');
-  if (existsSync(built)) return { cmd: process.execPath, prefix: [built], mode: `tsc build of src/ (node ${join('bench', basename(buildDir), 'cli', 'main.js')})` };
+  const compiled = compiledCli(buildDir, CLI_MODE);
+  if (compiled) return { cmd: process.execPath, prefix: [compiled.main], mode: compiled.mode };
   if (CLI_MODE === 'build') throw new Error('LADING_BENCH_CLI=build but tsc emitted no cli/main.js');
   return tsx;
 }
@@ -369,13 +311,7 @@ function record(op: Op, sizeMiB: number, tool: Tool, m: { wallS: number; rssKiB:
   row.runs.push({ wallS: m.wallS, rssKiB: m.rssKiB });
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
-const mb = (kib: number): number => (kib * 1024) / 1e6;
 
 /** One tool, one size, one run: fresh registry, timed push, timed pull, checked output. */
 async function round(ctx: Ctx, work: string, input: Input, tool: 'curl' | 'lading' | 'skopeo', run: number): Promise<void> {

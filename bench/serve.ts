@@ -36,17 +36,16 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { startDockerRegistry, type DockerRegistry } from '../test/support/registry.js';
 import { which } from '../test/support/peers.js';
+import { MiB, REPO_ROOT, compiledCli, intEnv, makeFile, mb, median, sha256Hex, syncDisks } from './common.js';
 
-const MiB = 1024 * 1024;
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS = join(REPO_ROOT, 'bench', 'results', 'serve.json');
 const MANIFEST_TYPE = 'application/vnd.oci.image.manifest.v1+json';
 const OUTPUT_KEEP = 64 * 1024;
@@ -55,14 +54,6 @@ const CHILD_TIMEOUT_MS = 5 * 60_000;
 const STARTUP_MS = 20_000;
 /** "Flat": the server's peak RSS while moving the blob exceeds its RSS at rest by less than this. */
 const FLAT_LIMIT_MB = 32;
-
-function intEnv(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be a whole number from ${min} to ${max}, not "${raw}"`);
-  return n;
-}
 
 const SIZE_MB = intEnv('LADING_BENCH_SERVE_SIZE_MB', 1024, 1, 64 * 1024);
 const RUNS = intEnv('LADING_BENCH_RUNS', 3, 1, 50);
@@ -103,31 +94,6 @@ async function run(cmd: string, args: string[]): Promise<Ran> {
   const wallS = (performance.now() - t0) / 1000;
   if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`);
   return { wallS, stdout, stderr };
-}
-
-function syncDisks(): void {
-  spawnSync('sync', [], { stdio: 'ignore', timeout: 120_000 });
-}
-
-function sha256Hex(path: string): string {
-  const r = spawnSync('openssl', ['dgst', '-sha256', '-r', path], { encoding: 'utf8', timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`openssl dgst ${path} failed: ${r.stderr}`);
-  return r.stdout.split(' ')[0]!;
-}
-
-/** 1 MiB of random bytes, repeated with a counter in every block so that nothing compresses or dedupes. */
-function makeFile(path: string, sizeMiB: number): void {
-  const block = randomBytes(MiB);
-  const fd = openSync(path, 'w');
-  try {
-    for (let i = 0; i < sizeMiB; i++) {
-      block.writeBigUInt64LE(BigInt(i), 0);
-      let off = 0;
-      while (off < MiB) off += writeSync(fd, block, off, MiB - off);
-    }
-  } finally {
-    closeSync(fd);
-  }
 }
 
 // ------------------------------------------------------------------ /proc
@@ -172,35 +138,11 @@ interface Server {
   stop(): Promise<void>;
 }
 
-/** dist/ when it is built and newer than every source file, else a throw-away tsc build (as bench/run.ts does). */
-function newerSources(dir: string, since: number, depth = 0): string[] {
-  if (depth > 16) return [];
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, e.name);
-    if (e.isDirectory()) out.push(...newerSources(path, since, depth + 1));
-    else if (e.name.endsWith('.ts') && !e.name.endsWith('.test.ts') && statSync(path).mtimeMs > since) out.push(path);
-  }
-  return out;
-}
-
+/** dist/ when it is built and newer than every source file, else a throw-away tsc build. */
 function chooseCli(buildDir: string): { main: string; mode: string } {
-  const dist = join(REPO_ROOT, 'dist', 'cli', 'main.js');
-  const stale = existsSync(dist) ? newerSources(join(REPO_ROOT, 'src'), statSync(dist).mtimeMs) : [];
-  if (CLI_MODE === 'dist' || (CLI_MODE === 'auto' && existsSync(dist) && stale.length === 0)) {
-    if (!existsSync(dist)) throw new Error('LADING_BENCH_CLI=dist but dist/cli/main.js does not exist (npm run build)');
-    return { main: dist, mode: `dist (node dist/cli/main.js)${stale.length ? `, OLDER than ${stale.length} file(s) in src/` : ''}` };
-  }
-  const tsc = join(REPO_ROOT, 'node_modules', '.bin', 'tsc');
-  // tsc emits even when the tree has type errors; what matters is that cli/main.js comes out.
-  spawnSync(tsc, ['-p', join(REPO_ROOT, 'tsconfig.build.json'), '--outDir', buildDir, '--declaration', 'false', '--sourceMap', 'false', '--incremental', 'false'], {
-    cwd: REPO_ROOT,
-    stdio: 'ignore',
-    timeout: 300_000,
-  });
-  const built = join(buildDir, 'cli', 'main.js');
-  if (!existsSync(built)) throw new Error('tsc emitted no cli/main.js for the benchmark');
-  return { main: built, mode: `tsc build of src/ (node bench/${join(buildDir.slice(buildDir.lastIndexOf('/') + 1), 'cli', 'main.js')})` };
+  const compiled = compiledCli(buildDir, CLI_MODE);
+  if (!compiled) throw new Error('tsc emitted no cli/main.js for the benchmark');
+  return compiled;
 }
 
 async function startDocker(): Promise<Server> {
@@ -344,13 +286,6 @@ interface ServerResult {
   getRss: Array<{ restKiB: number; peakKiB: number }>;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-const mb = (kib: number): number => (kib * 1024) / 1e6;
 const growthMB = (xs: Array<{ restKiB: number; peakKiB: number }>): number => Math.max(...xs.map((x) => mb(x.peakKiB - x.restKiB)));
 const peakMB = (xs: Array<{ restKiB: number; peakKiB: number }>): number => Math.max(...xs.map((x) => mb(x.peakKiB)));
 

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { copyFile, link, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, truncate, utimes } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, truncate, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -50,16 +50,18 @@ export class FsDriver implements StorageDriver {
     }
   }
 
-  async positionalReader(key: string): Promise<PositionalReader> {
-    const path = this.resolvePath(key);
-    let fh;
+  /** Opening first turns a missing file into E_NOT_FOUND here rather than a late 'error' event. */
+  private async openForRead(key: string): Promise<FileHandle> {
     try {
-      fh = await open(path, 'r');
+      return await open(this.resolvePath(key), 'r');
     } catch (err) {
       if (code(err) === 'ENOENT') throw new LadingError('E_NOT_FOUND', `${key} does not exist`, { details: { reason: 'not-found' } });
       throw err;
     }
-    const handle = fh;
+  }
+
+  async positionalReader(key: string): Promise<PositionalReader> {
+    const handle = await this.openForRead(key);
     const { size } = await handle.stat();
     return {
       size,
@@ -69,15 +71,7 @@ export class FsDriver implements StorageDriver {
   }
 
   async reader(key: string, range?: ByteRange): Promise<Readable> {
-    const path = this.resolvePath(key);
-    // Opening first turns a missing file into an error here rather than a late 'error' event on the stream.
-    let fh;
-    try {
-      fh = await open(path, 'r');
-    } catch (err) {
-      if (code(err) === 'ENOENT') throw new LadingError('E_NOT_FOUND', `${key} does not exist`, { details: { reason: 'not-found' } });
-      throw err;
-    }
+    const fh = await this.openForRead(key);
     return createReadStream('', {
       fd: fh,
       highWaterMark: 1 << 20,
