@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -9,7 +9,6 @@ import { digestOf } from '../oci/digest.js';
 import { buildImageManifest } from '../oci/manifest.js';
 import { EmptyJSON, MediaType } from '../oci/mediatype.js';
 import { parsePlatform, platformEquals } from '../oci/platform.js';
-import { copy } from '../graph/copy.js';
 import { OciLayout } from './layout.js';
 import { MemoryStore } from './memory.js';
 
@@ -45,17 +44,6 @@ test('a referrer whose bytes were already stored is listed once pushed as a mani
     assert.deepEqual(await listReferrers(store, subject.descriptor), [sig.descriptor.digest]);
     assert.equal((await store.resolve(sig.descriptor.digest)).mediaType, MediaType.ImageManifest);
   }
-});
-
-test('a copy into a layout without a tag lists the root in index.json', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'lading-index-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const mem = new MemoryStore();
-  const { subject } = await fixture(mem);
-  const layout = await OciLayout.open(dir, { create: true });
-  await copy(mem, subject.descriptor.digest, layout);
-  const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
-  assert.deepEqual(index.manifests.map((d: Descriptor) => d.digest), [subject.descriptor.digest]);
 });
 
 test('names other tools write in index.json resolve as listed', async (t) => {
