@@ -169,6 +169,10 @@ export function createRegistryHandler(store: RegistryStore, opts: RegistryHandle
           'docker-content-digest': result.digest,
           'content-length': '0',
         };
+        // distribution-spec 1.1+: `?tag=` on a push by digest tags it in the same request.
+        const extraTags = byDigest ? ctx.query.getAll('tag') : [];
+        for (const tag of extraTags) await store.putManifest(name, bytes, mediaType, { tag });
+        if (extraTags.length) headers['oci-tag'] = extraTags.join(', ');
         if (result.subject) headers['oci-subject'] = result.subject;
         ctx.res.writeHead(201, headers);
         ctx.res.end();
@@ -210,7 +214,8 @@ export function createRegistryHandler(store: RegistryStore, opts: RegistryHandle
     if (!info) throw blobUnknown(name, digest);
     const range = parseRange(ctx.req.headers.range, info.size);
     if (range === 'unsatisfiable') {
-      throw new OciError('RANGE_INVALID', `range ${ctx.req.headers.range} is outside the ${info.size}-byte blob`, {
+      throw new OciError('UNSUPPORTED', `range ${ctx.req.headers.range} is outside the ${info.size}-byte blob`, {
+        status: 416,
         headers: { 'content-range': `bytes */${info.size}` },
       });
     }
@@ -272,7 +277,10 @@ export function createRegistryHandler(store: RegistryStore, opts: RegistryHandle
     if (mount !== null) {
       checkDigest(mount);
       // A source we cannot read from (bad name, not there) is no error: the spec says fall back to an upload.
-      const mounted = from !== null && from !== name ? await store.mountBlob(name, mount, from).catch(() => undefined) : await store.statBlob(name, mount);
+      const mounted =
+        from !== null && from !== name
+          ? await store.mountBlob(name, mount, from).catch(() => undefined)
+          : ((await store.statBlob(name, mount)) ?? (from === null && !opts.auth ? await store.mountAnywhere(name, mount).catch(() => undefined) : undefined));
       if (mounted) {
         ctx.res.writeHead(201, { location: `/v2/${name}/blobs/${mount}`, 'docker-content-digest': mount, 'content-length': '0' });
         ctx.res.end();
@@ -474,7 +482,8 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
   }
   const start = Number(m[1]);
   const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-  if (m[2] !== '' && Number(m[2]) < start) return undefined;
+  // A range that ends before it starts is invalid (RFC 9110 §14.1.1): refused, not ignored.
+  if (m[2] !== '' && Number(m[2]) < start) return 'unsatisfiable';
   if (start >= size) return 'unsatisfiable';
   return { start, end };
 }
@@ -606,7 +615,7 @@ export function toOciError(err: unknown, method: string): OciError {
     case 'offset-mismatch':
       return new OciError('BLOB_UPLOAD_INVALID', err.message, { status: 416, detail: { expected: details.expected } });
     case 'range-invalid':
-      return new OciError('RANGE_INVALID', err.message, typeof details.size === 'number' ? { headers: { 'content-range': `bytes */${details.size}` } } : {});
+      return new OciError('UNSUPPORTED', err.message, { status: 416, ...(typeof details.size === 'number' ? { headers: { 'content-range': `bytes */${details.size}` } } : {}) });
     case 'too-large':
       return new OciError('SIZE_INVALID', err.message, { status: 413, detail: { limit: details.limit } });
     case 'size-mismatch':

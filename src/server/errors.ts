@@ -1,6 +1,9 @@
 import type { ServerResponse } from 'node:http';
 
-/** The error codes of the distribution spec, with the HTTP status each is answered with. */
+/**
+ * The error codes of the distribution spec (a 4XX body may carry no other), with the status each is
+ * answered with by default; INTERNAL is for 5XX only.
+ */
 export const OciErrorStatus = {
   BLOB_UNKNOWN: 404,
   BLOB_UPLOAD_INVALID: 400,
@@ -16,9 +19,6 @@ export const OciErrorStatus = {
   DENIED: 403,
   UNSUPPORTED: 415,
   TOOMANYREQUESTS: 429,
-  RANGE_INVALID: 416,
-  METHOD_NOT_ALLOWED: 405,
-  TOO_LARGE: 413,
   INTERNAL: 500,
 } as const;
 
