@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { startRegistry } from '../src/server/serve.js';
 import { clientSuite } from './client-suite.js';
+import { startServeChild } from './support/child-process.js';
 
 clientSuite({
   name: 'lading serve',
@@ -35,28 +35,13 @@ clientSuite({
 test('lading serve prints where it listens, serves, and exits 0 on SIGTERM', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'lading-serve-cli-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(import.meta.dirname, '..', 'src', 'cli', 'main.ts'), 'serve', '--addr', '127.0.0.1:0', '--root', join(dir, 'data'), '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  const info = await new Promise<{ url: string; host: string }>((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      try {
-        resolve(JSON.parse(out));
-      } catch {
-        /* not all of it yet */
-      }
-    });
-    child.on('close', () => reject(new Error(`serve exited early: ${stderr}`)));
-  });
+  const info = await startServeChild(join(dir, 'data'), ['--log-level', 'info']);
   assert.match(info.host, /^127\.0\.0\.1:\d+$/);
   const res = await fetch(`${info.url}/v2/`);
   assert.equal(res.status, 200);
   assert.deepEqual(await res.json(), {});
-  child.kill('SIGTERM');
-  assert.equal(await exited, 0, stderr);
+  info.proc.kill('SIGTERM');
+  assert.equal((await info.exited).code, 0, info.stderr());
   // Logs are JSON lines on stderr, the request among them.
-  assert.match(stderr, /"url":"\/v2\/"/);
+  assert.match(info.stderr(), /"url":"\/v2\/"/);
 });

@@ -1,6 +1,5 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,6 +21,7 @@ import { Transport } from '../src/remote/transport.js';
 import { startRegistry, type RunningRegistry } from '../src/server/serve.js';
 import { parseTokenAuthConfig, TokenAuthenticator } from '../src/server/token-auth.js';
 import { lading } from './support/cli.js';
+import { startServeChild } from './support/child-process.js';
 
 const ALICE = { user: 'alice', password: `alice-${randomBytes(8).toString('hex')}` };
 const BOB = { user: 'bob', password: `bob-${randomBytes(8).toString('hex')}` };
@@ -313,23 +313,8 @@ describe('lading serve --auth-config with the CLI', () => {
       join(dir, 'auth.yaml'),
       ['service: lading-cli', 'htpasswd: users.htpasswd', 'tokenLifetime: 120', 'rules:', '  - repository: "apps/*"', '    users: [alice]', '    actions: [pull, push]', ''].join('\n'),
     );
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(import.meta.dirname, '..', 'src', 'cli', 'main.ts'), 'serve', '--addr', '127.0.0.1:0', '--root', join(dir, 'data'), '--auth-config', join(dir, 'auth.yaml'), '--log-level', 'debug', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
+    const info = await startServeChild(join(dir, 'data'), ['--auth-config', join(dir, 'auth.yaml'), '--log-level', 'debug']);
     try {
-      const info = await new Promise<{ url: string; host: string }>((resolve, reject) => {
-        let out = '';
-        child.stdout.on('data', (d) => {
-          out += d;
-          try {
-            resolve(JSON.parse(out));
-          } catch {
-            /* not all of it yet */
-          }
-        });
-        child.on('close', () => reject(new Error(`serve exited early: ${stderr}`)));
-      });
       const challenge = await fetch(`${info.url}/v2/`);
       assert.equal(challenge.headers.get('www-authenticate'), `Bearer realm="${info.url}/token",service="lading-cli"`);
 
@@ -353,9 +338,10 @@ describe('lading serve --auth-config with the CLI', () => {
       assert.equal(elsewhere.json.error.code, 'E_DENIED');
       for (const r of [wrong, ok, pushed, pulled, elsewhere]) assert.ok(!r.stdout.includes(ALICE.password) && !r.stderr.includes(ALICE.password));
     } finally {
-      child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
+      info.proc.kill('SIGTERM');
+      assert.equal((await info.exited).code, 0, info.stderr());
     }
+    const stderr = info.stderr();
     assert.match(stderr, /"auth":"token"/);
     assert.match(stderr, /token issued/);
     assert.ok(!stderr.includes(ALICE.password) && !stderr.includes('wrong-password'));

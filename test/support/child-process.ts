@@ -130,9 +130,12 @@ export interface ServeChild extends LineChild {
   host: string;
 }
 
-/** `lading serve --addr 127.0.0.1:0 --root <root> --json` as a child process, once it has printed where it listens. */
-export async function startServeChild(root: string): Promise<ServeChild> {
-  const child = spawnTs('', ['serve', '--addr', '127.0.0.1:0', '--root', root, '--json', '--log-level', 'warn'], { cli: true });
+/**
+ * `lading serve --addr 127.0.0.1:0 --root <root> --json` as a child process, once it has printed where it
+ * listens. `extra` flags come last, so they win (`--log-level info` over the default `warn`).
+ */
+export async function startServeChild(root: string, extra: string[] = []): Promise<ServeChild> {
+  const child = spawnTs('', ['serve', '--addr', '127.0.0.1:0', '--root', root, '--json', '--log-level', 'warn', ...extra], { cli: true });
   try {
     // --json prints the address as indented JSON: the "url" line is the one that matters.
     const line = await child.line('  "url": ', 20_000);
