@@ -86,3 +86,14 @@ export function compiledCli(buildDir: string, mode: string): { main: string; mod
   const built = join(buildDir, 'cli', 'main.js');
   return existsSync(built) ? { main: built, mode: `tsc build of src/ (node ${join('bench', basename(buildDir), 'cli', 'main.js')})` } : undefined;
 }
+
+/** Runs `cleanup` when the benchmark exits, and on SIGINT/SIGTERM before exiting 130. */
+export function cleanupOnExit(cleanup: () => void): void {
+  process.once('exit', cleanup);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      cleanup();
+      process.exit(130);
+    });
+  }
+}

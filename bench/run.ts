@@ -36,7 +36,7 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { startDockerRegistry, type DockerRegistry } from '../test/support/registry.js';
 import { which } from '../test/support/peers.js';
-import { HASH_ARGS, MiB, REPO_ROOT, compiledCli, intEnv, makeFile, mb, median, sha256Hex, syncDisks } from './common.js';
+import { HASH_ARGS, MiB, REPO_ROOT, cleanupOnExit, compiledCli, intEnv, makeFile, mb, median, sha256Hex, syncDisks } from './common.js';
 
 const RESULTS = join(REPO_ROOT, 'bench', 'results', 'latest.json');
 const EMPTY_CONFIG = '{}';
@@ -438,14 +438,8 @@ async function main(): Promise<void> {
     rmSync(work, { recursive: true, force: true });
     rmSync(buildDir, { recursive: true, force: true });
   };
-  process.once('exit', cleanup);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
-      cleanup();
-      // startDockerRegistry's own exit hook stops any registry still running.
-      process.exit(130);
-    });
-  }
+  // startDockerRegistry's own exit hook stops any registry still running.
+  cleanupOnExit(cleanup);
 
   const started = performance.now();
   const cli = chooseCli(buildDir);

@@ -44,7 +44,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { startDockerRegistry, type DockerRegistry } from '../test/support/registry.js';
 import { which } from '../test/support/peers.js';
-import { MiB, REPO_ROOT, compiledCli, intEnv, makeFile, mb, median, sha256Hex, syncDisks } from './common.js';
+import { MiB, REPO_ROOT, cleanupOnExit, compiledCli, intEnv, makeFile, mb, median, sha256Hex, syncDisks } from './common.js';
 
 const RESULTS = join(REPO_ROOT, 'bench', 'results', 'serve.json');
 const MANIFEST_TYPE = 'application/vnd.oci.image.manifest.v1+json';
@@ -310,13 +310,7 @@ async function main(): Promise<void> {
     rmSync(work, { recursive: true, force: true });
     rmSync(buildDir, { recursive: true, force: true });
   };
-  process.once('exit', cleanup);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
-      cleanup();
-      process.exit(130);
-    });
-  }
+  cleanupOnExit(cleanup);
 
   const started = performance.now();
   const loadBefore = loadavg();
