@@ -29,6 +29,13 @@ export const ErrorCodes = {
   E_IO: 'a local file operation failed',
   E_ABORTED: 'the operation was cancelled',
   E_UNSUPPORTED: 'the operation is not supported by this target',
+  E_FAMILY_INVALID: 'a family definition is malformed',
+  E_FAMILY_UNKNOWN: 'no family of that name, artifact type or reference path is known',
+  E_CONFIG_INVALID: "an artifact's envelope does not satisfy its family's schema",
+  E_VARIANT_NOT_FOUND: 'no variant of an artifact matches the requested platform exactly',
+  E_BUNDLE_CYCLE: 'bundle components refer back to a bundle being resolved',
+  E_LOCK_INVALID: 'a lockfile is malformed',
+  E_LOCK_MISMATCH: 'what a reference resolves to differs from the lockfile',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
