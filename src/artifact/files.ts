@@ -7,7 +7,7 @@ import { LadingError } from '../errors.js';
 import type { FetchOptions, ProgressEvent, Storage, Target } from '../content/interfaces.js';
 import { packDirectory } from '../archive/pack.js';
 import type { Descriptor } from '../oci/descriptor.js';
-import { Digester } from '../oci/digest.js';
+import { Digester, digestOf } from '../oci/digest.js';
 import { buildImageManifest } from '../oci/manifest.js';
 import { Annotation, EmptyJSON, MediaType, isValidMediaType } from '../oci/mediatype.js';
 import { copyGraph } from '../graph/copy.js';
@@ -21,11 +21,18 @@ export interface FileInput {
   mediaType?: string;
 }
 
+/** A config blob held in memory, such as a typed artifact's envelope. */
+export interface ConfigBytes {
+  mediaType: string;
+  bytes: Uint8Array;
+}
+
 export interface PushFilesOptions {
   /** Where relative input paths start; titles stay relative to it. Defaults to the process's cwd. */
   cwd?: string;
   artifactType?: string;
-  config?: FileInput;
+  /** A config file, or config bytes; the empty config when absent. */
+  config?: FileInput | ConfigBytes;
   /** Manifest annotations. */
   annotations?: Record<string, string>;
   /** Annotations per layer title. */
@@ -108,10 +115,6 @@ class PushSource implements Storage {
 }
 
 /**
- * Pushes files and directories as one artifact, ORAS-style: each file a layer titled by its path, each
- * directory one deterministic tar+gzip layer marked for unpacking. Tags the result as `tag` when given.
- */
-/**
  * Checks what a push would read — titles, media types, that every path is a file or directory — without
  * touching any target, so that bad input is refused before anything is created.
  */
@@ -119,9 +122,13 @@ export async function checkInputs(inputs: FileInput[], opts: Pick<PushFilesOptio
   if (inputs.length === 0 && !opts.config) {
     throw new LadingError('E_USAGE', 'nothing to push', { hint: 'name at least one file or directory' });
   }
+  const configFile = opts.config && !isConfigBytes(opts.config) ? opts.config : undefined;
+  if (opts.config && isConfigBytes(opts.config) && !isValidMediaType(opts.config.mediaType)) {
+    throw new LadingError('E_USAGE', `invalid config media type "${opts.config.mediaType}"`);
+  }
   const titles = new Set<string>();
-  for (const input of [...inputs, ...(opts.config ? [opts.config] : [])]) {
-    if (input !== opts.config) {
+  for (const input of [...inputs, ...(configFile ? [configFile] : [])]) {
+    if (input !== configFile) {
       const title = titleFor(input.path);
       if (titles.has(title)) throw new LadingError('E_USAGE', `"${title}" is named twice`);
       titles.add(title);
@@ -132,7 +139,7 @@ export async function checkInputs(inputs: FileInput[], opts: Pick<PushFilesOptio
     const info = await stat(resolve(opts.cwd ?? '.', input.path)).catch((err: NodeJS.ErrnoException) => {
       throw new LadingError('E_IO', `cannot read ${input.path}: ${err.code ?? err.message}`, { cause: err });
     });
-    if (!info.isFile() && !(info.isDirectory() && input !== opts.config)) {
+    if (!info.isFile() && !(info.isDirectory() && input !== configFile)) {
       throw new LadingError('E_USAGE', `${input.path} is neither a file nor a directory`);
     }
   }
@@ -141,6 +148,14 @@ export async function checkInputs(inputs: FileInput[], opts: Pick<PushFilesOptio
   }
 }
 
+function isConfigBytes(config: FileInput | ConfigBytes): config is ConfigBytes {
+  return (config as ConfigBytes).bytes !== undefined;
+}
+
+/**
+ * Pushes files and directories as one artifact, ORAS-style: each file a layer titled by its path, each
+ * directory one deterministic tar+gzip layer marked for unpacking. Tags the result as `tag` when given.
+ */
 export async function pushFiles(target: Target, tag: string | undefined, inputs: FileInput[], opts: PushFilesOptions = {}): Promise<PushFilesResult> {
   await checkInputs(inputs, opts);
   const source = new PushSource();
@@ -167,7 +182,12 @@ export async function pushFiles(target: Target, tag: string | undefined, inputs:
     }
 
     let config: Descriptor;
-    if (opts.config) {
+    if (opts.config && isConfigBytes(opts.config)) {
+      const bytes = Buffer.from(opts.config.bytes);
+      const digest = digestOf(bytes);
+      source.addBytes(digest, bytes);
+      config = { mediaType: opts.config.mediaType, digest, size: bytes.length };
+    } else if (opts.config) {
       const configPath = resolve(opts.cwd ?? '.', opts.config.path);
       const { digest, size } = await digestFile(configPath, opts.signal);
       source.addFile(digest, configPath);

@@ -10,6 +10,7 @@ import { extractTar } from '../archive/extract.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import { Digester, hashableAlgorithm, isDigest } from '../oci/digest.js';
 import { parseManifest } from '../oci/manifest.js';
+import type { ImageManifest } from '../oci/manifest-types.js';
 import { formatPlatform } from '../oci/platform.js';
 import { Annotation } from '../oci/mediatype.js';
 import { Limiter } from '../graph/limiter.js';
@@ -19,6 +20,11 @@ export interface PullFilesOptions {
   concurrency?: number;
   onProgress?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
+  /**
+   * Names the caller writes into the output directory itself: a layer titled so, or inside one, is
+   * refused before any byte is fetched.
+   */
+  reservedTitles?: string[];
 }
 
 export interface PulledFile {
@@ -41,19 +47,36 @@ export interface PullFilesResult {
  */
 export async function pullFiles(target: Target, reference: string, outDir: string, opts: PullFilesOptions = {}): Promise<PullFilesResult> {
   const root = await target.resolve(reference);
-  const parsed = parseManifest(await fetchBytes(target, root, undefined, opts.signal), root.mediaType);
-  if (parsed.kind === 'index') {
-    const platforms = parsed.manifest.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : m.digest));
-    throw new LadingError('E_UNSUPPORTED', `${reference} is an index of ${parsed.manifest.manifests.length} manifests`, {
-      hint: `pull one of them by digest: ${platforms.join(', ')}`,
-      details: { manifests: parsed.manifest.manifests },
-    });
+  return pullResolved(target, root, outDir, { ...opts, name: reference });
+}
+
+export interface PullResolvedOptions extends PullFilesOptions {
+  /** How the artifact is named in messages; its digest by default. */
+  name?: string;
+  /** The manifest `root` names, when the caller has read it already. */
+  manifest?: ImageManifest;
+}
+
+/** pullFiles of a manifest already resolved: a digest from a lockfile, or one variant of an index. */
+export async function pullResolved(target: Target, root: Descriptor, outDir: string, opts: PullResolvedOptions = {}): Promise<PullFilesResult> {
+  let manifest = opts.manifest;
+  if (!manifest) {
+    const parsed = parseManifest(await fetchBytes(target, root, undefined, opts.signal), root.mediaType);
+    if (parsed.kind === 'index') {
+      const platforms = parsed.manifest.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : m.digest));
+      throw new LadingError('E_UNSUPPORTED', `${opts.name ?? root.digest} is an index of ${parsed.manifest.manifests.length} manifests`, {
+        hint: `pull one of them by digest: ${platforms.join(', ')}`,
+        details: { manifests: parsed.manifest.manifests },
+      });
+    }
+    manifest = parsed.manifest;
   }
   const out = resolve(outDir);
   const plan: Array<{ title: string; desc: Descriptor; dest: string; unpack: boolean }> = [];
   const skipped: Descriptor[] = [];
   const seen = new Set<string>();
-  for (const layer of parsed.manifest.layers) {
+  const reserved = opts.reservedTitles ?? [];
+  for (const layer of manifest.layers) {
     const raw = layer.annotations?.[Annotation.Title];
     if (raw === undefined) {
       skipped.push(layer);
@@ -61,6 +84,13 @@ export async function pullFiles(target: Target, reference: string, outDir: strin
     }
     const title = titleFor(raw);
     if (seen.has(title)) throw new LadingError('E_MANIFEST_INVALID', `two layers are titled "${title}"`);
+    const clash = reserved.find((r) => title === r || title.startsWith(`${r}/`));
+    if (clash !== undefined) {
+      throw new LadingError('E_UNSAFE_PATH', `layer title "${title}" would overwrite ${clash}, which lading writes itself`, {
+        hint: `the artifact was pushed with a file named ${clash}; rename it and push again`,
+        details: { title, reserved: clash },
+      });
+    }
     seen.add(title);
     const dest = join(out, title);
     if (dest !== out && !dest.startsWith(out + sep)) {
