@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { LadingError } from '../errors.js';
+import { collect } from './common.js';
 import { cliSignal } from './context.js';
 import { emit } from './output.js';
 
@@ -8,6 +9,7 @@ interface ServeOptions {
   root: string;
   htpasswd?: string;
   authConfig?: string;
+  families: string[];
   json?: boolean;
   logLevel: string;
 }
@@ -28,6 +30,7 @@ export function register(program: Command): void {
     .option('--root <dir>', 'where content is stored', './lading-data')
     .option('--htpasswd <file>', 'require basic auth with the bcrypt users of this htpasswd -B file')
     .option('--auth-config <file>', 'token auth: users, per-repository rules and token settings from this YAML or JSON file')
+    .option('--families <dir>', 'also be the schema authority for the families defined in this directory (repeatable; LADING_FAMILIES too)', collect, [])
     .option('--log-level <level>', 'pino log level (logs go to stderr as JSON lines)', 'info')
     .option('--json', 'print where the registry listens as JSON')
     .action(async (opts: ServeOptions) => {
@@ -36,11 +39,18 @@ export function register(program: Command): void {
         throw new LadingError('E_USAGE', '--htpasswd and --auth-config cannot be used together', { hint: 'name the htpasswd file in the auth config instead (htpasswd: FILE)' });
       }
       // Loaded here: every other verb starts without the server and its logger.
-      const [{ startRegistry }, { pino }] = await Promise.all([import('../server/serve.js'), import('pino')]);
+      const [{ startRegistry }, { pino }, { Families, familyDirsFromEnv }] = await Promise.all([
+        import('../server/serve.js'),
+        import('pino'),
+        import('../artifact/family.js'),
+      ]);
       if (!pino.levels.values[opts.logLevel] && opts.logLevel !== 'silent') throw new LadingError('E_USAGE', `unknown --log-level ${opts.logLevel}`);
+      // A family file that does not load stops the server here, before it listens: serving with a family
+      // silently missing would store that family's artifacts unchecked.
+      const families = await Families.load([...opts.families, ...familyDirsFromEnv()]);
       // stdout carries the result (the URL); logs go to stderr so that --json output stays parseable.
       const logger = pino({ level: opts.logLevel }, pino.destination({ fd: 2, sync: true }));
-      const reg = await startRegistry({ root: opts.root, host, port, ...(opts.htpasswd ? { htpasswd: opts.htpasswd } : {}), ...(opts.authConfig ? { authConfig: opts.authConfig } : {}), logger });
+      const reg = await startRegistry({ root: opts.root, host, port, ...(opts.htpasswd ? { htpasswd: opts.htpasswd } : {}), ...(opts.authConfig ? { authConfig: opts.authConfig } : {}), logger, families });
       emit(opts.json, { url: reg.url, host: reg.host, root: reg.root }, () => `Listening on ${reg.url} (data in ${reg.root})`);
       // main.ts turns SIGINT/SIGTERM into this signal; a second signal exits at once.
       await new Promise<void>((done) => {
@@ -52,3 +62,4 @@ export function register(program: Command): void {
       logger.flush();
     });
 }
+

@@ -3,13 +3,15 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pipeline as pipelineCb } from 'node:stream';
 import type { Logger } from 'pino';
+import { Families } from '../artifact/family.js';
 import { LadingError } from '../errors.js';
 import { parseDigest } from '../oci/digest.js';
-import { MAX_MANIFEST_BYTES } from '../oci/manifest-types.js';
+import { MAX_MANIFEST_BYTES, type ParsedManifest } from '../oci/manifest-types.js';
 import { MediaType } from '../oci/mediatype.js';
 import type { AccessScope, Action, Authenticator, Principal } from './auth.js';
 import { OciError, sendOciError } from './errors.js';
 import { matchRoute, type Route } from './routes.js';
+import { SchemaAuthority } from './schema-authority.js';
 import type { ByteRange, PositionalReader } from './storage/driver.js';
 import { storageReason, type RegistryStore, type UploadStatus } from './storage/store.js';
 
@@ -18,6 +20,11 @@ export interface RegistryHandlerOptions {
   logger?: Logger;
   /** Largest manifest accepted on PUT (default and maximum 4 MiB, what the image-spec guarantees). */
   maxManifestBytes?: number;
+  /**
+   * The artifact families whose configs are checked on manifest PUT and listed at `/ext/v1/types`
+   * (default: the built-ins).
+   */
+  families?: Families;
 }
 
 export type RegistryHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -45,6 +52,7 @@ interface Ctx {
 export function createRegistryHandler(store: RegistryStore, opts: RegistryHandlerOptions = {}): RegistryHandler {
   const maxManifest = Math.min(opts.maxManifestBytes ?? MAX_MANIFEST_BYTES, MAX_MANIFEST_BYTES);
   const log = opts.logger;
+  const authority = new SchemaAuthority(opts.families ?? Families.builtin());
 
   return (req, res) => {
     const started = process.hrtime.bigint();
@@ -89,7 +97,10 @@ export function createRegistryHandler(store: RegistryStore, opts: RegistryHandle
     // The authenticator's own endpoints (the token endpoint of token auth).
     if (opts.auth?.serve && (await opts.auth.serve(req, res, pathname, query, body))) return;
     const route = matchRoute(pathname);
-    if (!route) throw new OciError('NAME_UNKNOWN', `no endpoint at ${pathname.slice(0, 200)}`, { status: 404 });
+    if (!route) {
+      const what = pathname.startsWith('/ext/') ? 'no lading extension' : 'no endpoint';
+      throw new OciError('NAME_UNKNOWN', `${what} at ${pathname.slice(0, 200)}`, { status: 404 });
+    }
     const allowed = ALLOWED[route.kind];
     if (!allowed.includes(method)) throw notAllowed(allowed);
 
@@ -112,6 +123,8 @@ export function createRegistryHandler(store: RegistryStore, opts: RegistryHandle
         return upload(ctx, route.name, route.id);
       case 'referrers':
         return referrers(ctx, route.name, route.digest);
+      case 'types':
+        return sendBytes(ctx.res, 200, authority.types(), ctx.head);
     }
   }
 
@@ -163,13 +176,15 @@ export function createRegistryHandler(store: RegistryStore, opts: RegistryHandle
       case 'PUT': {
         const bytes = await readCapped(ctx.req, ctx.body, maxManifest);
         const mediaType = ctx.req.headers['content-type'];
-        const result = await store.putManifest(name, bytes, mediaType, byDigest ? { digest: reference } : { tag: reference });
+        const validate = (parsed: ParsedManifest): Promise<void> => authority.check(store, name, parsed);
+        const result = await store.putManifest(name, bytes, mediaType, { ...(byDigest ? { digest: reference } : { tag: reference }), validate });
         const headers: Record<string, string> = {
           location: `/v2/${name}/manifests/${result.digest}`,
           'docker-content-digest': result.digest,
           'content-length': '0',
         };
-        // distribution-spec 1.1+: `?tag=` on a push by digest tags it in the same request.
+        // distribution-spec 1.1+: `?tag=` on a push by digest tags it in the same request. The same bytes
+        // were validated just above, so the extra tags skip the schema check.
         const extraTags = byDigest ? ctx.query.getAll('tag') : [];
         for (const tag of extraTags) await store.putManifest(name, bytes, mediaType, { tag });
         if (extraTags.length) headers['oci-tag'] = extraTags.join(', ');
@@ -356,6 +371,7 @@ const ALLOWED: Record<Route['kind'], string[]> = {
   uploads: ['POST'],
   upload: ['GET', 'PATCH', 'PUT', 'DELETE'],
   referrers: ['GET'],
+  types: ['GET', 'HEAD'],
 };
 
 const SEND_CHUNK = 1 << 20;
@@ -399,7 +415,9 @@ function notAllowed(allowed: string[]): OciError {
 }
 
 function scopesOf(route: Route, method: string, query: URLSearchParams): AccessScope[] {
-  if (route.kind === 'base') return [];
+  // The family listing is no repository's content: like /v2/ itself, any authenticated client may read it
+  // (anyone at all on an open server). It is not the catalog, whose scope token auth may withhold.
+  if (route.kind === 'base' || route.kind === 'types') return [];
   if (route.kind === 'catalog') return [{ registry: 'catalog', actions: ['*'] }];
   const actions: Action[] = method === 'DELETE' ? ['delete'] : method === 'GET' || method === 'HEAD' ? ['pull'] : ['pull', 'push'];
   const scopes: AccessScope[] = [{ repository: route.name, actions }];
@@ -551,7 +569,10 @@ function blobUnknown(name: string, digest: string): OciError {
 }
 
 function sendJSON(res: ServerResponse, status: number, value: unknown, head: boolean): void {
-  const bytes = Buffer.from(JSON.stringify(value));
+  sendBytes(res, status, Buffer.from(JSON.stringify(value)), head);
+}
+
+function sendBytes(res: ServerResponse, status: number, bytes: Buffer, head: boolean): void {
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(bytes.length) });
   res.end(head ? undefined : bytes);
 }

@@ -7,3 +7,5 @@ export { RegistryStore, storageReason } from './storage/store.js';
 export { FsDriver } from './storage/fs-driver.js';
 export type { StorageDriver, PositionalReader } from './storage/driver.js';
 export { OciError } from './errors.js';
+// Embedders load user families with Families.load(dirs) and pass them as StartRegistryOptions.families.
+export { Families, familyDirsFromEnv, type Family } from '../artifact/family.js';

@@ -1,5 +1,6 @@
 /**
- * Which distribution-spec endpoint a request path names. Repository names contain slashes, so a path is
+ * Which endpoint a request path names: a distribution-spec one under `/v2/`, or one of lading's own
+ * extensions under `/ext/`. Repository names contain slashes, so a path is
  * read from its end: the last fixed segment (`blobs`, `manifests`, `tags`, `referrers`) decides, and
  * everything before it is the name.
  */
@@ -11,7 +12,8 @@ export type Route =
   | { kind: 'blob'; name: string; digest: string }
   | { kind: 'uploads'; name: string }
   | { kind: 'upload'; name: string; id: string }
-  | { kind: 'referrers'; name: string; digest: string };
+  | { kind: 'referrers'; name: string; digest: string }
+  | { kind: 'types' };
 
 const PATTERNS: Array<[RegExp, (m: RegExpMatchArray) => Route]> = [
   [/^\/v2\/?$/, () => ({ kind: 'base' })],
@@ -22,6 +24,8 @@ const PATTERNS: Array<[RegExp, (m: RegExpMatchArray) => Route]> = [
   [/^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, (m) => ({ kind: 'upload', name: m[1]!, id: m[2]! })],
   [/^\/v2\/(.+)\/blobs\/([^/]+)$/, (m) => ({ kind: 'blob', name: m[1]!, digest: m[2]! })],
   [/^\/v2\/(.+)\/referrers\/([^/]+)$/, (m) => ({ kind: 'referrers', name: m[1]!, digest: m[2]! })],
+  // Outside /v2/, so that no repository name can ever collide with an extension.
+  [/^\/ext\/v1\/types\/?$/, () => ({ kind: 'types' })],
 ];
 
 /** The route of a path (already without its query), or undefined when it names no endpoint. */

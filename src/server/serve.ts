@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import { pino, type Logger, type LoggerOptions } from 'pino';
+import { Families } from '../artifact/family.js';
 import { LadingError } from '../errors.js';
 import { createRegistryHandler } from './app.js';
 import { HtpasswdAuthenticator, type Authenticator } from './auth.js';
@@ -29,6 +30,11 @@ export interface StartRegistryOptions {
   logger?: false | LoggerOptions | Logger;
   /** How long close() lets in-flight requests run before cutting them off (default 10 s). */
   closeGraceMs?: number;
+  /**
+   * The artifact families the server is the schema authority for (default: the built-ins); load user
+   * families with `Families.load(dirs)`.
+   */
+  families?: Families;
 }
 
 export interface RunningRegistry {
@@ -48,7 +54,8 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Running
   const logger = makeLogger(opts.logger);
   const auth = opts.auth ?? (await configuredAuth(opts, logger));
   const store = new RegistryStore(new FsDriver(root));
-  const handler = createRegistryHandler(store, { ...(auth ? { auth } : {}), ...(logger ? { logger } : {}) });
+  const families = opts.families ?? Families.builtin();
+  const handler = createRegistryHandler(store, { ...(auth ? { auth } : {}), ...(logger ? { logger } : {}), families });
 
   let closing = false;
   const server = createServer(
@@ -79,7 +86,8 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Running
   const address = server.address();
   if (address === null || typeof address === 'string') throw new LadingError('E_IO', 'the server has no TCP address');
   const hostPort = `${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
-  logger?.info({ url: `http://${hostPort}`, root, auth: authKind(auth) }, 'registry listening');
+  const userFamilies = families.list().filter((f) => !f.builtin).map((f) => f.name);
+  logger?.info({ url: `http://${hostPort}`, root, auth: authKind(auth), families: families.list().length, userFamilies }, 'registry listening');
 
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {

@@ -102,6 +102,11 @@ export interface PutManifestOptions {
   digest?: string;
   /** Store even when named blobs or manifests are not in the repository (default false). */
   allowMissing?: boolean;
+  /**
+   * A last check once the manifest is known to be well formed and to name only content of the
+   * repository, before anything is stored (the schema authority's): what it throws refuses the PUT.
+   */
+  validate?: (parsed: ParsedManifest) => Promise<void>;
 }
 
 export interface PutManifestResult {
@@ -590,6 +595,7 @@ export class RegistryStore {
           'push the blobs and child manifests first (or mount them from another repository)', { missing });
       }
     }
+    if (opts.validate) await opts.validate(parsed);
     const size = buf.length;
     const blobKey = this.blobKey(d);
     if (!(await this.driver.createExclusive(blobKey, buf))) await this.driver.touch(blobKey);
