@@ -11,6 +11,8 @@ import { register as push } from './push.js';
 import { register as serve } from './serve.js';
 import { register as maintenance } from './maintenance.js';
 import { register as tag } from './tag.js';
+import { register as families } from './families.js';
+import { register as resolve } from './resolve.js';
 
 export function buildProgram(): Command {
   const program = new Command('lading')
@@ -18,7 +20,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     .exitOverride()
     .showHelpAfterError(false);
-  for (const register of [push, pull, copy, tag, inspect, ls, login, serve, maintenance]) register(program);
+  for (const register of [push, pull, copy, tag, inspect, ls, resolve, families, login, serve, maintenance]) register(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }
