@@ -27,3 +27,31 @@ export { extractTar, type ExtractOptions, type ExtractResult } from './archive/e
 
 export { pushFiles, digestFile, type FileInput, type PushFilesOptions, type PushFilesResult } from './artifact/files.js';
 export { pullFiles, type PullFilesOptions, type PullFilesResult } from './artifact/pull.js';
+
+export {
+  API_VERSION,
+  Families,
+  describeFamily,
+  familyDirsFromEnv,
+  readFamilyFile,
+  type Family,
+  type SchemaIssue,
+} from './artifact/family.js';
+export { checkEnvelope, decodeEnvelope, encodeEnvelope, envelopeIssues, parseEnvelopeText, readEnvelopeFile, type Envelope, type EnvelopeMetadata } from './artifact/envelope.js';
+export { canonicalJson, canonicalJsonBytes } from './artifact/canonical.js';
+export { pushTyped, pullTyped, readTyped, ENVELOPE_FILE, type PushTypedOptions, type PushTypedResult, type PullTypedOptions, type PullTypedResult } from './artifact/typed.js';
+export { formatVariant, listVariants, parseVariantArgs, selectVariant, variantOf, VARIANT_ANNOTATION_PREFIX, type VariantSelector } from './artifact/variants.js';
+export { resolveBundle, flattenPlan, renderPlan, type Opener, type PlanNode, type PlanVariant } from './artifact/bundle.js';
+export {
+  checkFrozen,
+  checkFrozenPlan,
+  lockEntriesFromPlan,
+  lockKey,
+  readLockfile,
+  requireLockfile,
+  updateLockfile,
+  writeLockfile,
+  LOCKFILE_NAME,
+  type LockEntry,
+  type Lockfile,
+} from './install/lockfile.js';

@@ -86,3 +86,36 @@ test('a layout lading writes is read by skopeo, which pushes it unchanged', asyn
     await graphDigests(await OciLayout.open(layoutDir), 'v1'),
   );
 });
+
+test('skopeo copies a typed artifact (file family, and a multi-platform cli index) into a layout with unchanged digests', async (t) => {
+  if (!(await ready(t))) return;
+  const src = join(work, 'typed');
+  await mkdir(join(src, 'bin'), { recursive: true });
+  await writeFile(join(src, 'notes.md'), '# release 1.4\n');
+  await writeFile(join(src, 'bin', 'tool'), '#!/bin/sh\necho tool\n', { mode: 0o755 });
+  await writeFile(join(src, 'notes.yaml'), 'apiVersion: lading.dev/v1\nkind: file\nmetadata:\n  name: notes\n  version: "1.4"\nspec:\n  mediaTypes: [text/markdown]\n');
+  await writeFile(join(src, 'tool.yaml'), 'apiVersion: lading.dev/v1\nkind: cli\nmetadata:\n  name: tool\nspec:\n  executable: bin/tool\n');
+  const file = await lading(['push', `${reg!.host}/interop/typed-file:v1`, 'notes.md', '--config', 'notes.yaml', '--json'], { cwd: src });
+  assert.equal(file.code, 0, file.stderr);
+  assert.equal(file.json.family, 'file');
+  for (const args of [['--platform', 'linux/amd64'], ['--platform', 'linux/arm64'], ['--platform', 'linux/amd64', '--variant', 'substrate=firecracker']]) {
+    await writeFile(join(src, 'bin', 'tool'), `#!/bin/sh\necho ${args.join(' ')}\n`, { mode: 0o755 });
+    const cli = await lading(['push', `${reg!.host}/interop/tools/tool:v1`, 'bin', '--config', 'tool.yaml', ...args, '--json'], { cwd: src });
+    assert.equal(cli.code, 0, cli.stderr);
+  }
+
+  for (const [repo, all] of [['interop/typed-file', false], ['interop/tools/tool', true]] as const) {
+    const layoutDir = join(work, `typed-layout-${repo.replaceAll('/', '-')}`);
+    const original = await graphDigests(new Repository(`${reg!.host}/${repo}`), 'v1');
+    // --preserve-digests: skopeo fails rather than re-encode anything it cannot keep byte for byte.
+    await runTool('skopeo', ['copy', ...(all ? ['--all'] : []), '--preserve-digests', '--src-tls-verify=false', `docker://${reg!.host}/${repo}:v1`, `oci:${layoutDir}:v1`]);
+    const layout = await OciLayout.open(layoutDir);
+    assert.deepEqual(await graphDigests(layout, 'v1'), original, repo);
+    // What skopeo wrote is still a typed artifact to lading: the envelope comes back out of the layout.
+    const out = join(work, `typed-out-${repo.replaceAll('/', '-')}`);
+    const pulled = await lading(['pull', `layout:${layoutDir}:v1`, '-o', out, ...(all ? ['--platform', 'linux/arm64'] : []), '--json']);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    const envelope = JSON.parse(await readFile(join(out, 'lading.envelope.json'), 'utf8'));
+    assert.equal(envelope.kind, all ? 'cli' : 'file');
+  }
+});

@@ -198,9 +198,8 @@ test('variantEntry writes one byte sequence per variant, whatever the order of k
       mediaType: MediaType.ImageManifest,
       digest: manifest.digest,
       size: 1,
-      artifactType: 'application/vnd.lading.cli.v1',
-      platform: { architecture: 'amd64', os: 'linux' },
       annotations: { [`${VARIANT_ANNOTATION_PREFIX}protection`]: 'pvm', [`${VARIANT_ANNOTATION_PREFIX}substrate`]: 'firecracker' },
+      platform: { architecture: 'amd64', os: 'linux' },
     }),
   );
   assert.deepEqual(variantOf(a), { platform: { os: 'linux', architecture: 'amd64' }, extra: { protection: 'pvm', substrate: 'firecracker' } });

@@ -73,7 +73,7 @@ export function variantOf(entry: Descriptor): VariantSelector | undefined {
 
 /**
  * The index entry that makes `manifest` the variant `v`. Its fields come in one fixed order (the
- * platform's as the image-spec lists them, which is also how a parsed index holds them; keys sorted),
+ * image-spec's Go types' order, which is also how a parsed index holds them; annotation keys sorted),
  * so that the same variants always serialize to the same index bytes, whatever order flags came in.
  */
 export function variantEntry(manifest: Descriptor, v: VariantSelector): Descriptor {
@@ -83,10 +83,11 @@ export function variantEntry(manifest: Descriptor, v: VariantSelector): Descript
   if (n['os.features'] !== undefined) platform['os.features'] = n['os.features'];
   if (n.variant !== undefined) platform.variant = n.variant;
   if (n.features !== undefined) platform.features = n.features;
+  // No artifactType on the entry (the index carries it): skopeo 1.9 cannot keep one, and re-encodes the
+  // whole index without it, so copies would change the index digest.
   const entry: Descriptor = { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size };
-  if (manifest.artifactType !== undefined) entry.artifactType = manifest.artifactType;
-  entry.platform = platform;
   if (Object.keys(v.extra).length > 0) entry.annotations = variantAnnotations(v.extra);
+  entry.platform = platform;
   return entry;
 }
 

@@ -25,12 +25,16 @@ export function sameContent(a: Pick<Descriptor, 'digest' | 'size'>, b: Pick<Desc
   return a.digest === b.digest && a.size === b.size;
 }
 
-/** The minimal descriptor: what is written into manifests (no transport-only fields). */
+/**
+ * The minimal descriptor: what is written into manifests (no transport-only fields). Fields come in the
+ * order of the image-spec's Go types, which is how containers/image (skopeo, podman) and oras-go write
+ * them back: a tool that re-encodes a manifest lading wrote then gets the same bytes, and the same digest.
+ */
 export function plainDescriptor(desc: Descriptor): Descriptor {
   const out: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-  if (desc.artifactType) out.artifactType = desc.artifactType;
   if (desc.urls) out.urls = desc.urls;
-  if (desc.platform) out.platform = desc.platform;
   if (desc.annotations && Object.keys(desc.annotations).length > 0) out.annotations = desc.annotations;
+  if (desc.platform) out.platform = desc.platform;
+  if (desc.artifactType) out.artifactType = desc.artifactType;
   return out;
 }
