@@ -205,9 +205,37 @@ describe('lading serve: schema authority and /ext/v1/types', () => {
     const garbage = Buffer.from('{{{ this is not JSON \u0000');
     const a = await pushManifest('foreign/thing', 'v1', garbage, 'application/vnd.example.unknown.config+json', 'application/vnd.example.unknown');
     assert.equal(a.status, 201, a.body);
-    // A family's artifactType over a config that is no family's carries no envelope to judge.
-    const b = await pushManifest('foreign/empty', 'v1', Buffer.from('{}'), EmptyJSON.mediaType, families.get('cli')!.artifactType);
+    const b = await pushManifest('foreign/empty', 'v1', Buffer.from('{}'), EmptyJSON.mediaType, 'application/vnd.example.unknown');
     assert.equal(b.status, 201, b.body);
+  });
+
+  test('a family artifactType must carry its envelope: over an empty or foreign config it is refused', async () => {
+    for (const [name, artifactType] of [['cli', families.get('cli')!.artifactType], ['widget', families.get('widget')!.artifactType.toUpperCase()]]) {
+      for (const [i, [config, mt]] of ([[Buffer.from('{}'), EmptyJSON.mediaType], [Buffer.from('{}'), 'application/vnd.example.unknown.config+json']] as const).entries()) {
+        const a = await pushManifest(`hollow/${name}${i}`, 'v1', config, mt, artifactType);
+        assert.equal(a.status, 400, a.body);
+        assert.equal(a.error?.code, 'MANIFEST_INVALID');
+        assert.equal(a.error?.detail?.issues?.[0]?.path, 'artifactType');
+        assert.match(a.error?.message ?? '', new RegExp(`names family ${name}`));
+        assert.equal((await send('HEAD', `/v2/hollow/${name}${i}/manifests/v1`)).status, 404);
+      }
+    }
+  });
+
+  test('a family config media type written with parameters or another case is refused, not stored unchecked', async () => {
+    const invalid = Buffer.from(JSON.stringify(envelope('widget', { teeth: 'many' })));
+    const f = families.get('widget')!;
+    const cases = [`${f.configMediaType}; charset=utf-8`, f.configMediaType.toUpperCase(), `${families.get('cli')!.configMediaType};charset=utf-8`];
+    for (const [i, mt] of cases.entries()) {
+      for (const artifactType of [undefined, f.artifactType]) {
+        const repo = `sly/c${i}${artifactType ? 't' : ''}`;
+        const a = await pushManifest(repo, 'v1', invalid, mt, artifactType);
+        assert.equal(a.status, 400, `${mt}: ${a.body}`);
+        assert.equal(a.error?.code, 'MANIFEST_INVALID');
+        assert.equal(a.error?.detail?.issues?.[0]?.path, 'config.mediaType', a.body);
+        assert.equal((await send('HEAD', `/v2/${repo}/manifests/v1`)).status, 404);
+      }
+    }
   });
 
   test('an index whose artifactType names a family is not read through', async () => {

@@ -13,11 +13,14 @@ import { lading } from './support/cli.js';
 /** CLI processes at once: each is mostly start-up, so a few in parallel keep the file quick. */
 const PARALLEL = 4;
 
-test(`the CLI refuses all ${INVALID_ENVELOPES.length} invalid envelopes with the exact path and message, and creates nothing`, async (t) => {
+test(`the CLI refuses the invalid envelopes of the shared table (${INVALID_ENVELOPES.length} less the missing kind it fills in) with the exact path and message, and creates nothing`, async (t) => {
   assert.ok(INVALID_ENVELOPES.length >= 20);
   const work = await mkdtemp(join(tmpdir(), 'lading-refusals-'));
   t.after(() => rm(work, { recursive: true, force: true }));
-  const queue = INVALID_ENVELOPES.map((c, i) => ({ c, i }));
+  // The CLI fills in a missing kind from --family (or the repository path): that case is accepted there.
+  const cases = INVALID_ENVELOPES.filter((c) => !(c.path === 'kind' && c.message === 'is required'));
+  assert.ok(cases.length >= 20);
+  const queue = cases.map((c, i) => ({ c, i }));
   const failures: string[] = [];
   const worker = async (): Promise<void> => {
     for (let next = queue.shift(); next; next = queue.shift()) {

@@ -118,20 +118,31 @@ export function typedSuite(kind: TypedRegistryKind): void {
       }
     });
 
-    test('the family is inferred from the repository path, and a wrong envelope is refused before anything is pushed', async (t) => {
+    test('the path infers the family of an envelope without a kind; plain pushes stay plain wherever they go; bad envelopes push nothing', async (t) => {
       if (!(await ready(t))) return;
       const src = join(work, 'infer');
       await mkdir(join(src, 'bin'), { recursive: true });
       await writeFile(join(src, 'bin', 'hello'), '#!/bin/sh\necho hello\n', { mode: 0o755 });
-      // `…/tools/…` is the cli family; its schema wants spec.executable, which the default envelope lacks.
-      const bare = refused(await cli(['push', `${reg!.host}/acme/tools/hello:1`, 'bin'], src), 'E_CONFIG_INVALID', 'inferred cli without envelope');
+      // No envelope, no family: the ORAS-style artifact other tools expect, even under `…/tools/…`.
+      const plain = ok(await cli(['push', `${reg!.host}/acme/tools/plain:1`, 'bin'], src), 'plain push under tools/');
+      assert.equal(plain.family, undefined);
+      const plainManifest = ok(await cli(['inspect', `${reg!.host}/acme/tools/plain:1`]), 'inspect plain');
+      assert.equal(plainManifest.manifest.artifactType, 'application/vnd.unknown.artifact.v1');
+
+      // An envelope without kind: `…/tools/…` makes it a cli, whose schema wants spec.executable.
+      await writeFile(join(src, 'nokind.yaml'), toYaml({ apiVersion: 'lading.dev/v1', metadata: { name: 'hello' }, spec: {} }));
+      const bare = refused(await cli(['push', `${reg!.host}/acme/tools/hello:1`, 'bin', '--config', 'nokind.yaml'], src), 'E_CONFIG_INVALID', 'inferred cli');
       assert.equal(bare.details.issues[0].path, 'spec.executable');
       assert.equal(bare.details.issues[0].message, 'is required');
       const tags = await fetch(`http://${reg!.host}/v2/acme/tools/hello/tags/list`);
       assert.equal(tags.status, 404, 'nothing was pushed');
       await tags.body?.cancel();
 
-      await writeFile(join(src, 'hello.yaml'), toYaml({ apiVersion: 'lading.dev/v1', kind: 'cli', metadata: { name: 'hello' }, spec: { executable: 'bin/hello' } }));
+      // An envelope that does not even parse is reported, not pushed as an opaque config.
+      await writeFile(join(src, 'broken.yaml'), 'apiVersion: lading.dev/v1\nmetadata:\n  name: a\nmetadata:\n  name: b\n');
+      refused(await cli(['push', `${reg!.host}/acme/other/broken:1`, 'bin', '--config', 'broken.yaml'], src), 'E_CONFIG_INVALID', 'duplicate key');
+
+      await writeFile(join(src, 'hello.yaml'), toYaml({ apiVersion: 'lading.dev/v1', metadata: { name: 'hello' }, spec: { executable: 'bin/hello' } }));
       const pushed = ok(await cli(['push', `${reg!.host}/acme/tools/hello:1`, 'bin', '--config', 'hello.yaml'], src), 'inferred cli');
       assert.equal(pushed.family, 'cli');
     });

@@ -6,7 +6,8 @@ import { MemoryStore } from '../content/memory.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import { digestOf } from '../oci/digest.js';
 import { buildImageIndex, buildImageManifest } from '../oci/manifest.js';
-import { parseReference } from '../oci/reference.js';
+import { EmptyJSON } from '../oci/mediatype.js';
+import { parseReference, parseTargetReference } from '../oci/reference.js';
 import { canonicalJsonBytes } from './canonical.js';
 import { Families } from './family.js';
 import { VARIANT_ANNOTATION_PREFIX } from './variants.js';
@@ -17,9 +18,13 @@ class Registry implements Opener {
   readonly stores = new Map<string, MemoryStore>();
   opened = 0;
 
+  /** Every reference opened, in order. */
+  readonly refs: string[] = [];
+
+  /** `layout:<dir>` references are stores too, keyed by their directory, as if on disk. */
   store(ref: string): MemoryStore {
-    const r = parseReference(ref);
-    const name = `${r.registry}/${r.repository}`;
+    const t = parseTargetReference(ref);
+    const name = t.kind === 'layout' ? `layout:${t.dir}` : `${t.ref.registry}/${t.ref.repository}`;
     let s = this.stores.get(name);
     if (!s) this.stores.set(name, (s = new MemoryStore()));
     return s;
@@ -27,8 +32,10 @@ class Registry implements Opener {
 
   async open(ref: string) {
     this.opened++;
-    const r = parseReference(ref);
-    return { target: this.store(ref), reference: r.digest ?? r.tag ?? 'latest', display: ref };
+    this.refs.push(ref);
+    const t = parseTargetReference(ref);
+    const reference = t.kind === 'layout' ? (t.digest ?? t.tag ?? 'latest') : (t.ref.digest ?? t.ref.tag ?? 'latest');
+    return { target: this.store(ref), reference, display: ref };
   }
 }
 
@@ -336,6 +343,125 @@ test('a component whose ref is not a reference is refused with its path', async 
   await assert.rejects(resolveBundle(reg, 'reg.test/e/b:1', families()), (e: LadingError) => {
     assert.equal(e.code, 'E_CONFIG_INVALID');
     assert.match(e.message, /spec\.components\[1\]\.ref/);
+    return true;
+  });
+});
+
+/** A manifest with the config and artifactType given, tagged `tag` in the store of `ref`. */
+async function pushRaw(
+  reg: Registry,
+  ref: string,
+  tag: string,
+  config: { bytes: Buffer; mediaType: string },
+  artifactType?: string,
+): Promise<Descriptor> {
+  const store = reg.store(ref);
+  const cfg = await put(store, config.bytes, config.mediaType);
+  const layer = await put(store, Buffer.from(`content of ${ref}`), 'application/vnd.oci.image.layer.v1.tar');
+  const built = buildImageManifest({ config: cfg, layers: [layer], ...(artifactType ? { artifactType } : {}) });
+  await store.push(built.descriptor, Readable.from([built.bytes]));
+  await store.tag(built.descriptor, tag);
+  return built.descriptor;
+}
+
+function bundleEnvelope(components: Array<Record<string, unknown>>): Buffer {
+  return canonicalJsonBytes({ apiVersion: 'lading.dev/v1', kind: 'bundle', metadata: { name: 'b' }, spec: { components } });
+}
+
+test('an index that claims the bundle artifactType is refused, not read as a bundle of nothing', async () => {
+  const reg = new Registry();
+  const entry = await pushBundle(reg, 'reg.test/i/b:entry', [{ ref: 'reg.test/i/x:1' }]);
+  await pushManifest(reg, 'reg.test/i/x:1', 'pack');
+  const store = reg.store('reg.test/i/b:1');
+  for (const [tag, own] of [['1', artifactType('bundle')], ['2', undefined], ['3', 'Application/Vnd.Lading.Bundle.V1; x=y']] as const) {
+    // Its own artifactType, or the one all its entries share.
+    const built = buildImageIndex({ manifests: [{ ...entry, artifactType: artifactType('bundle') }], ...(own ? { artifactType: own } : {}) });
+    await store.push(built.descriptor, Readable.from([built.bytes]));
+    await store.tag(built.descriptor, tag);
+    await assert.rejects(resolveBundle(reg, `reg.test/i/b:${tag}`, families()), (e: LadingError) => {
+      assert.equal(e.code, 'E_MANIFEST_INVALID');
+      assert.match(e.message, /an index claims to be a bundle/);
+      assert.match(e.hint ?? '', /a bundle is one image manifest/);
+      return true;
+    });
+  }
+  // The same refusal for a component, naming where it is.
+  await pushBundle(reg, 'reg.test/i/outer:1', [{ ref: 'reg.test/i/b:1' }]);
+  await assert.rejects(resolveBundle(reg, 'reg.test/i/outer:1', families()), (e: LadingError) => {
+    assert.equal(e.code, 'E_MANIFEST_INVALID');
+    assert.match(e.message, /^reg\.test\/i\/outer:1 spec\.components\[0\]: /);
+    return true;
+  });
+});
+
+test('a manifest with the bundle artifactType over another config (empty, cli) is refused', async () => {
+  const reg = new Registry();
+  const empty = { bytes: Buffer.from('{}'), mediaType: EmptyJSON.mediaType };
+  const cli = { bytes: canonicalJsonBytes({ apiVersion: 'lading.dev/v1', kind: 'cli', metadata: { name: 'c' }, spec: { executable: 'bin/c' } }), mediaType: configType('cli') };
+  for (const [tag, config] of [['empty', empty], ['cli', cli]] as const) {
+    await pushRaw(reg, 'reg.test/m/b:1', tag, config, artifactType('bundle'));
+    await assert.rejects(resolveBundle(reg, `reg.test/m/b:${tag}`, families()), (e: LadingError) => {
+      assert.equal(e.code, 'E_CONFIG_INVALID');
+      assert.match(e.message, new RegExp(`says bundle, but the config is ${config.mediaType.replace(/[.+]/g, '\\$&')}`));
+      assert.equal(e.details?.path, 'config.mediaType');
+      assert.match(e.hint ?? '', /application\/vnd\.lading\.bundle\.config\.v1\+json/);
+      return true;
+    });
+  }
+});
+
+test('a bundle config media type in another case or with parameters is still a bundle', async () => {
+  const reg = new Registry();
+  const x = await pushManifest(reg, 'reg.test/n/x:1', 'pack');
+  for (const [tag, mt] of [['1', 'Application/Vnd.Lading.Bundle.Config.V1+JSON'], ['2', `${configType('bundle')}; charset=utf-8`]] as const) {
+    await pushRaw(reg, 'reg.test/n/b:1', tag, { bytes: bundleEnvelope([{ name: 'x', ref: 'reg.test/n/x:1' }]), mediaType: mt }, artifactType('bundle'));
+    const plan = await resolveBundle(reg, `reg.test/n/b:${tag}`, families());
+    assert.equal(plan.family, 'bundle');
+    assert.deepEqual(plan.components?.map((c) => c.digest), [x.digest]);
+  }
+});
+
+test('a bundle from a registry may not name a layout component; a bundle from a layout may', async () => {
+  const reg = new Registry();
+  await pushManifest(reg, 'reg.test/l/x:1', 'pack');
+  await pushBundle(reg, 'reg.test/l/b:1', [{ ref: 'reg.test/l/x:1' }, { ref: 'layout:dir' }]);
+  const before = reg.refs.length;
+  await assert.rejects(resolveBundle(reg, 'reg.test/l/b:1', families()), (e: LadingError) => {
+    assert.equal(e.code, 'E_CONFIG_INVALID');
+    assert.equal(e.details?.path, 'spec.components[1].ref');
+    assert.match(e.message, /spec\.components\[1\]\.ref: "layout:dir" names a directory on this machine/);
+    assert.match(e.hint ?? '', /only a bundle opened from a layout/);
+    return true;
+  });
+  assert.ok(reg.refs.slice(before).every((r) => !r.startsWith('layout:')), 'no layout was opened');
+  // Nested under a layout bundle, a registry bundle is still a registry bundle.
+  await pushRaw(reg, 'layout:top', 'v1', { bytes: bundleEnvelope([{ ref: 'reg.test/l/b:1' }]), mediaType: configType('bundle') }, artifactType('bundle'));
+  await assert.rejects(resolveBundle(reg, 'layout:top:v1', families()), (e: LadingError) => e.code === 'E_CONFIG_INVALID' && e.details?.path === 'spec.components[1].ref');
+  // A bundle opened from a layout may name another layout.
+  const local = await pushRaw(reg, 'layout:dir', 'latest', { bytes: Buffer.from('{}'), mediaType: EmptyJSON.mediaType }, 'application/vnd.example.thing');
+  await pushRaw(reg, 'layout:here', 'v1', { bytes: bundleEnvelope([{ ref: 'layout:dir' }]), mediaType: configType('bundle') }, artifactType('bundle'));
+  const plan = await resolveBundle(reg, 'layout:here:v1', families());
+  assert.equal(plan.components?.[0]?.digest, local.digest);
+  assert.equal(plan.components?.[0]?.pinned, `layout:dir@${local.digest}`);
+});
+
+test('a target that answers another digest than asked is E_DIGEST_MISMATCH with a hint', async () => {
+  const reg = new Registry();
+  const x = await pushManifest(reg, 'reg.test/d/x:1', 'pack');
+  const y = await pushManifest(reg, 'reg.test/d/x:2', 'pack', { name: 'other' });
+  const liar: Opener = {
+    async open(ref: string) {
+      const opened = await reg.open(ref);
+      const target = Object.create(opened.target) as typeof opened.target;
+      target.resolve = async () => y;
+      return { ...opened, target };
+    },
+  };
+  await assert.rejects(resolveBundle(liar, `reg.test/d/x@${x.digest}`, families()), (e: LadingError) => {
+    assert.equal(e.code, 'E_DIGEST_MISMATCH');
+    assert.ok(e.hint && e.hint.length > 0);
+    assert.equal(e.details?.expected, x.digest);
+    assert.equal(e.details?.actual, y.digest);
     return true;
   });
 });

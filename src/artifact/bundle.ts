@@ -4,9 +4,10 @@ import { fetchBytes } from '../content/read.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseManifest } from '../oci/manifest.js';
+import { normalizeMediaType } from '../oci/mediatype.js';
 import type { ParsedManifest } from '../oci/manifest-types.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
-import { formatReference, parseTargetReference } from '../oci/reference.js';
+import { formatReference, parseTargetReference, type TargetReference } from '../oci/reference.js';
 import { decodeEnvelope, type Envelope } from './envelope.js';
 import type { Families, Family } from './family.js';
 import { formatVariant, variantOf } from './variants.js';
@@ -63,7 +64,7 @@ export const BUNDLE_FAMILY = 'bundle';
 const MAX_ENVELOPE_BYTES = 4 * 1024 * 1024;
 
 /** What resolution needs of Families; a Families instance is one. */
-export type FamilyLookup = Pick<Families, 'byArtifactType' | 'byConfigMediaType'>;
+export type FamilyLookup = Pick<Families, 'list' | 'byArtifactType' | 'byConfigMediaType'>;
 
 /** One entry of a bundle's spec.components, checked, with the digest a pinned ref carries. */
 export interface BundleComponent {
@@ -151,7 +152,9 @@ class Resolver {
     if (parsed.kind === 'index') node.variants = parsed.manifest.manifests.map(variantEntry);
 
     if (envelope && family?.name === BUNDLE_FAMILY) {
-      const components = bundleComponents(envelope, ref);
+      // A bundle's layout components are directories on this machine: only a bundle that was itself
+      // opened from a layout may name them, never one fetched from a registry.
+      const components = bundleComponents(envelope, ref, { allowLayout: parseTargetReference(ref).kind === 'layout' });
       const below = [...path, { ref, digest: desc.digest }];
       node.components = [];
       for (const [i, c] of components.entries()) {
@@ -170,7 +173,10 @@ class Resolver {
       const { target, reference } = await this.open(ref);
       desc = await target.resolve(digest ?? reference);
       if (digest !== undefined && desc.digest !== digest) {
-        throw new LadingError('E_DIGEST_MISMATCH', `${ref} was asked for ${digest} but the target answered ${desc.digest}`);
+        throw new LadingError('E_DIGEST_MISMATCH', `${ref} was asked for ${digest} but the target answered ${desc.digest}`, {
+          hint: 'the registry or layout answered with other content than the digest names; do not trust it, and check the source of the reference',
+          details: { ref, expected: digest, actual: desc.digest },
+        });
       }
       if (cacheKey !== undefined) this.tags.set(cacheKey, desc);
     }
@@ -182,7 +188,7 @@ class Resolver {
     if (cached) return cached;
     const { target } = await this.open(ref);
     const parsed = parseManifest(await fetchBytes(target, desc, undefined, this.opts.signal), desc.mediaType);
-    const out: Fetched = { parsed, ...familyOf(parsed, this.families) };
+    const out: Fetched = { parsed, ...familyOf(parsed, this.families, ref) };
     if (parsed.kind === 'manifest' && out.family?.name === BUNDLE_FAMILY) {
       const config = parsed.manifest.config;
       if (config.size > MAX_ENVELOPE_BYTES) {
@@ -234,13 +240,42 @@ class Resolver {
   }
 }
 
-/** The bundle family is decided by the config media type (it says how to read the config), then by artifactType. */
-function familyOf(parsed: ParsedManifest, families: FamilyLookup): { family?: Family } {
+/**
+ * The family is decided by the config media type (it says how to read the config), then by artifactType;
+ * both are compared normalized (case and parameters ignored). Only an image manifest whose config is the
+ * bundle family's is a bundle: anything else that claims the bundle artifactType (an index, a manifest with
+ * another config) is refused, since treating it as a bundle with no components would install nothing
+ * and say it succeeded.
+ */
+function familyOf(parsed: ParsedManifest, families: FamilyLookup, ref: string): { family?: Family } {
   let family: Family | undefined;
-  if (parsed.kind === 'manifest') family = families.byConfigMediaType(parsed.manifest.config.mediaType);
+  if (parsed.kind === 'manifest') family = lookupFamily(families, 'configMediaType', parsed.manifest.config.mediaType);
   const artifactType = parsed.manifest.artifactType ?? (parsed.kind === 'index' ? commonArtifactType(parsed.manifest.manifests) : undefined);
-  if (!family && artifactType !== undefined) family = families.byArtifactType(artifactType);
+  const claimed = artifactType !== undefined ? lookupFamily(families, 'artifactType', artifactType) : undefined;
+  if (claimed?.name === BUNDLE_FAMILY && family?.name !== BUNDLE_FAMILY) {
+    if (parsed.kind === 'index') {
+      throw new LadingError('E_MANIFEST_INVALID', `${ref}: an index claims to be a bundle (artifactType ${artifactType}), but a bundle is an image manifest`, {
+        hint: `a bundle is one image manifest whose config is a bundle envelope (${claimed.configMediaType}); point at such a manifest, or fix the index's artifactType`,
+        details: { ref, artifactType, mediaType: parsed.mediaType },
+      });
+    }
+    const configType = parsed.manifest.config.mediaType;
+    throw new LadingError('E_CONFIG_INVALID', `${ref}: artifactType ${artifactType} says bundle, but the config is ${configType}, not a bundle envelope`, {
+      hint: `a bundle's config must be its envelope, of media type ${claimed.configMediaType}; push the bundle again with lading`,
+      details: { ref, artifactType, path: 'config.mediaType', configMediaType: configType },
+    });
+  }
+  family ??= claimed;
   return family ? { family } : {};
+}
+
+/** The family whose `key` is `mediaType`: written exactly, else equal once both are normalized. */
+function lookupFamily(families: FamilyLookup, key: 'artifactType' | 'configMediaType', mediaType: string): Family | undefined {
+  const exact = key === 'artifactType' ? families.byArtifactType(mediaType) : families.byConfigMediaType(mediaType);
+  if (exact) return exact;
+  const wanted = normalizeMediaType(mediaType);
+  for (const f of families.list()) if (normalizeMediaType(f[key]) === wanted) return f;
+  return undefined;
 }
 
 function commonArtifactType(entries: Descriptor[]): string | undefined {
@@ -276,7 +311,7 @@ function configInvalid(bundle: string, path: string, why: string, hint?: string)
  * here is what a schema cannot say: references parse, digests are digests, and a reference that carries
  * a digest agrees with the component's `digest`.
  */
-export function bundleComponents(envelope: Envelope, bundle: string): BundleComponent[] {
+export function bundleComponents(envelope: Envelope, bundle: string, opts: { allowLayout?: boolean } = {}): BundleComponent[] {
   const list = envelope.spec.components;
   if (!Array.isArray(list)) throw configInvalid(bundle, 'spec.components', 'must be an array');
   return list.map((raw, i) => {
@@ -284,12 +319,21 @@ export function bundleComponents(envelope: Envelope, bundle: string): BundleComp
     if (!isObject(raw)) throw configInvalid(bundle, path, 'must be an object');
     if (typeof raw.ref !== 'string') throw configInvalid(bundle, `${path}.ref`, 'must be a reference string');
     const ref = raw.ref;
-    let written: string | undefined;
+    let target: TargetReference;
     try {
-      written = digestIn(ref);
+      target = parseTargetReference(ref);
     } catch (err) {
       throw configInvalid(bundle, `${path}.ref`, (err as Error).message);
     }
+    if (target.kind === 'layout' && !opts.allowLayout) {
+      throw configInvalid(
+        bundle,
+        `${path}.ref`,
+        `"${ref}" names a directory on this machine (an OCI layout), which a bundle from a registry may not name`,
+        'a bundle from a registry must name registry references (registry/repository:tag or @digest); only a bundle opened from a layout (layout:<dir>) may name layout components',
+      );
+    }
+    const written = target.kind === 'layout' ? target.digest : target.ref.digest;
     const c: BundleComponent = { ref };
     if (raw.digest !== undefined) {
       if (typeof raw.digest !== 'string') throw configInvalid(bundle, `${path}.digest`, 'must be a digest string');

@@ -238,3 +238,84 @@ test('readEnvelopeFile reads YAML and JSON files and explains missing ones', asy
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+// ---- review regressions: unbounded issue lists, duplicate JSON keys ----------------------------------------
+
+test('a 200k-item array with duplicates is refused with the first duplicate named and a bounded issue list', () => {
+  const include = Array.from({ length: 200_000 }, (_, i) => `dir${i % 100_000}/**`);
+  const envelope = { ...VALID_ENVELOPES.fileset, spec: { root: 'public', include } };
+  const issues = envelopeIssues(envelope, families.get('fileset'));
+  assert.deepEqual(issues, [{ path: 'spec.include[100000]', message: 'duplicates spec.include[0]' }]);
+  // The same through the stored form, as a server receives it.
+  configError(
+    () => parseEnvelopeText(JSON.stringify(envelope), 'fileset.json') && checkEnvelope(envelope, families.get('fileset')),
+    (e) => assert.ok(e.message.startsWith('spec.include[100000]: duplicates spec.include[0]'), e.message),
+  );
+});
+
+test('300k wrong items are reported as at most 100 issues: the first exact, the last saying more were found', () => {
+  const envelope = { ...VALID_ENVELOPES.cli, spec: { ...(VALID_ENVELOPES.cli!.spec as object), args: Array(300_000).fill(1) } };
+  const family = families.get('cli');
+  const issues = envelopeIssues(envelope, family);
+  assert.ok(issues.length <= 100, `${issues.length} issues`);
+  assert.deepEqual(issues[0], { path: 'spec.args[0]', message: 'must be string' });
+  assert.deepEqual(issues[1], { path: 'spec.args[1]', message: 'must be string' });
+  assert.equal(issues.at(-1)!.path, '');
+  assert.match(issues.at(-1)!.message, /^and more issues/);
+  configError(
+    () => checkEnvelope(envelope, family, { source: 'cli.yaml' }),
+    (e) => {
+      assert.ok(e.message.startsWith('cli.yaml: spec.args[0]: must be string (and '), e.message);
+      assert.deepEqual(e.details?.issues, issues);
+    },
+  );
+});
+
+test('many faults outside the spec are bounded too, and the smallest path still comes first', () => {
+  const labels: Record<string, unknown> = {};
+  for (let i = 150_000; i > 0; i--) labels[`k${String(i).padStart(6, '0')}`] = i;
+  const envelope = { ...VALID_ENVELOPES.config, metadata: { name: 'x', labels } };
+  const issues = envelopeIssues(envelope, families.get('config'));
+  assert.equal(issues.length, 100);
+  assert.deepEqual(issues[0], { path: 'metadata.labels.k000001', message: 'must be string' });
+  assert.deepEqual(issues.at(-1), { path: '', message: 'and 149901 more issues, not listed' });
+});
+
+test('duplicate keys in JSON are refused with line and column, as in YAML', () => {
+  const text = '{\n  "apiVersion": "lading.dev/v1",\n  "metadata": {"name": "a", "name": "b"}\n}';
+  configError(
+    () => parseEnvelopeText(text, 'env.json'),
+    (e) => {
+      assert.equal(e.message, 'env.json:3:29: duplicate key "name"');
+      assert.equal(e.details?.source, 'env.json');
+    },
+  );
+  // Escapes are decoded before comparing; the same key in different objects, or as a value, is fine.
+  configError(() => parseEnvelopeText('{"a": 1, "\\u0061": 2}', 'e.json'), (e) => assert.equal(e.message, 'e.json:1:10: duplicate key "a"'));
+  assert.deepEqual(parseEnvelopeText('[{"a": "a"}, {"a": ["a", "a"], "b": {"a": 1}}]', 'ok.json'), [{ a: 'a' }, { a: ['a', 'a'], b: { a: 1 } }]);
+  assert.deepEqual(parseEnvelopeText('{"a\\"": 1, "a": {"\\\\": 2}}', 'ok.json'), { 'a"': 1, a: { '\\': 2 } });
+  // YAML says the same in its words.
+  configError(() => parseEnvelopeText('a: 1\na: 2\n', 'env.yaml'), (e) => assert.match(e.message, /^env\.yaml:2:1: /));
+});
+
+test('a stored config blob with a duplicate key is refused', () => {
+  const family = families.get('fileset');
+  const good = encodeEnvelope(checkEnvelope(VALID_ENVELOPES.fileset, family)).toString('utf8');
+  const bad = good.replace('"kind":"fileset"', '"kind":"fileset","kind":"fileset"');
+  assert.notEqual(bad, good);
+  configError(
+    () => decodeEnvelope(Buffer.from(bad), family, { source: 'config blob' }),
+    (e) => {
+      assert.match(e.message, /^config blob:1:\d+: not valid JSON: duplicate key "kind"$/);
+      assert.equal(e.details?.reason, 'json');
+    },
+  );
+});
+
+test('a YAML document nested too deeply for the parser is E_CONFIG_INVALID, not a stack overflow', () => {
+  const depth = 200_000;
+  configError(
+    () => parseEnvelopeText(`${'['.repeat(depth)}${']'.repeat(depth)}x`, 'deep.yaml'),
+    (e) => assert.match(e.message, /^deep\.yaml(:\d+:\d+)?: the document is nested too deeply$/),
+  );
+});

@@ -5,7 +5,7 @@ import { LadingError } from '../errors.js';
 import { API_VERSION, ARTIFACT_NAME_PATTERN, BUILTIN_SPEC_CHECKS } from './builtin-families.js';
 import { canonicalJsonBytes } from './canonical.js';
 import type { Family, SchemaIssue } from './family.js';
-import { finishIssues, validateAgainst } from './schema.js';
+import { MAX_ISSUES, appendIssues, compactIssues, finishIssues, validateAgainst } from './schema.js';
 import type { LocatedIssue, PathSegment } from './schema.js';
 
 export interface EnvelopeMetadata {
@@ -52,11 +52,83 @@ function parseError(code: ErrorCode, source: string, where: string, message: str
 export function parseStructuredText(text: string, source: string, code: ErrorCode = 'E_CONFIG_INVALID'): unknown {
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
   if (body.trim() === '') throw parseError(code, source, source, 'the document is empty');
+  let json: { value: unknown } | undefined;
   try {
-    return JSON.parse(body);
+    json = { value: JSON.parse(body) };
   } catch {
     // not JSON; YAML is a superset, so its error (with a position) is the one worth reporting
   }
+  if (json) {
+    // JSON.parse keeps the last of two equal keys without a word; YAML (below) refuses them, and so does this.
+    const dup = duplicateJsonKey(body);
+    if (dup) throw parseError(code, source, `${source}:${linePos(body, dup.offset)}`, `duplicate key ${JSON.stringify(dup.key)}`);
+    return json.value;
+  }
+  try {
+    return parseYaml(body, source, code);
+  } catch (err) {
+    // The YAML parser recurses; a document nested thousands deep exhausts the stack before any check sees it.
+    if (err instanceof RangeError) throw parseError(code, source, source, 'the document is nested too deeply', err);
+    throw err;
+  }
+}
+
+/** `line:col` (both from 1) of an offset in a text, as YAML's errors give them. */
+function linePos(text: string, offset: number): string {
+  let line = 1;
+  let lineStart = 0;
+  for (let i = text.indexOf('\n'); i >= 0 && i < offset; i = text.indexOf('\n', i + 1)) {
+    line++;
+    lineStart = i + 1;
+  }
+  return `${line}:${offset - lineStart + 1}`;
+}
+
+/**
+ * The first key that appears twice in one object of a text JSON.parse accepted, and the offset of its second
+ * appearance; undefined when there is none. One pass, no recursion.
+ */
+export function duplicateJsonKey(text: string): { key: string; offset: number } | undefined {
+  // One entry per open container: the keys seen so far in an object, null for an array.
+  const stack: (Set<string> | null)[] = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      const start = i;
+      let escaped = false;
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c) {
+          escaped = true;
+          i++;
+        } else if (d === 0x22) break;
+      }
+      const keys = stack[stack.length - 1];
+      if (expectKey && keys) {
+        const raw = text.slice(start, i + 1);
+        const key = escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+        if (keys.has(key)) return { key, offset: start };
+        keys.add(key);
+      }
+      expectKey = false;
+    } else if (c === 0x7b) {
+      stack.push(new Set());
+      expectKey = true;
+    } else if (c === 0x5b) {
+      stack.push(null);
+      expectKey = false;
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+      expectKey = false;
+    } else if (c === 0x2c) {
+      expectKey = stack.length > 0 && stack[stack.length - 1] !== null;
+    }
+  }
+  return undefined;
+}
+
+function parseYaml(body: string, source: string, code: ErrorCode): unknown {
   const lineCounter = new LineCounter();
   const doc = parseDocument(body, {
     lineCounter,
@@ -75,7 +147,11 @@ export function parseStructuredText(text: string, source: string, code: ErrorCod
   };
   // Warnings too: an unresolved tag would otherwise quietly become a string.
   const fault = doc.errors[0] ?? doc.warnings[0];
-  if (fault) throw parseError(code, source, at(fault.pos[0]), fault.message.split('\n')[0]!, fault);
+  if (fault) {
+    // The parser catches its own stack overflow on runaway nesting and reports it as a syntax error.
+    const what = /Maximum call stack size exceeded/.test(fault.message) ? 'the document is nested too deeply' : fault.message.split('\n')[0]!;
+    throw parseError(code, source, at(fault.pos[0]), what, fault);
+  }
   let badKey: { offset: number | undefined } | undefined;
   visit(doc, {
     Pair(_, pair) {
@@ -143,28 +219,33 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 /** What JSON cannot carry (YAML's .inf, values built in code), and nesting too deep to walk safely. */
+/** Adds an issue, keeping the list bounded (the first issues, in finishIssues' order, and a count of the rest). */
+function add(out: LocatedIssue[], issue: LocatedIssue): void {
+  out.push(issue);
+  if (out.length > 8 * MAX_ISSUES) compactIssues(out);
+}
+
 function jsonValueIssues(value: unknown, at: PathSegment[], depth: number, out: LocatedIssue[]): void {
-  if (out.length >= 100) return;
   if (typeof value === 'number') {
-    if (!Number.isFinite(value)) out.push({ segments: at, message: 'must be a finite number' });
+    if (!Number.isFinite(value)) add(out, { segments: at, message: 'must be a finite number' });
     return;
   }
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return;
   if (typeof value !== 'object') {
-    out.push({ segments: at, message: `must be a JSON value, not ${typeof value}` });
+    add(out, { segments: at, message: `must be a JSON value, not ${typeof value}` });
     return;
   }
   if (depth >= MAX_DEPTH) {
-    out.push({ segments: at, message: `must not be nested more than ${MAX_DEPTH} levels deep` });
+    add(out, { segments: at, message: `must not be nested more than ${MAX_DEPTH} levels deep` });
     return;
   }
   if (Array.isArray(value)) {
-    value.forEach((v, i) => jsonValueIssues(v, [...at, i], depth + 1, out));
+    for (let i = 0; i < value.length; i++) if (i in value) jsonValueIssues(value[i], [...at, i], depth + 1, out);
   } else if (isPlainObject(value)) {
     // An undefined property is an absent one, as JSON.stringify has it; only arrays cannot skip a slot.
     for (const [k, v] of Object.entries(value)) if (v !== undefined) jsonValueIssues(v, [...at, k], depth + 1, out);
   } else {
-    out.push({ segments: at, message: 'must be a JSON value' });
+    add(out, { segments: at, message: 'must be a JSON value' });
   }
 }
 
@@ -183,7 +264,7 @@ function checkString(v: unknown, at: PathSegment[], out: LocatedIssue[], max: nu
 }
 
 function unknownKeys(obj: Record<string, unknown>, allowed: Set<string>, at: PathSegment[], out: LocatedIssue[]): void {
-  for (const [k, v] of Object.entries(obj)) if (v !== undefined && !allowed.has(k)) out.push({ segments: [...at, k], message: 'is not allowed' });
+  for (const [k, v] of Object.entries(obj)) if (v !== undefined && !allowed.has(k)) add(out, { segments: [...at, k], message: 'is not allowed' });
 }
 
 function checkStringMap(v: unknown, at: PathSegment[], out: LocatedIssue[]): void {
@@ -193,8 +274,8 @@ function checkStringMap(v: unknown, at: PathSegment[], out: LocatedIssue[]): voi
   }
   for (const [k, value] of Object.entries(v)) {
     if (value === undefined) continue;
-    if (k === '') out.push({ segments: [...at, k], message: 'name must not be empty' });
-    if (typeof value !== 'string') out.push({ segments: [...at, k], message: 'must be string' });
+    if (k === '') add(out, { segments: [...at, k], message: 'name must not be empty' });
+    if (typeof value !== 'string') add(out, { segments: [...at, k], message: 'must be string' });
   }
 }
 
@@ -280,10 +361,11 @@ export function envelopeIssues(value: unknown, family: Family): SchemaIssue[] {
     out.push({ segments: ['spec'], message: 'must be object' });
   } else {
     const specIssues = validateAgainst(family.schema, spec, ['spec'], familySchemaOrigin(family));
-    out.push(...specIssues);
+    appendIssues(out, specIssues);
     const extra = family.builtin ? BUILTIN_SPEC_CHECKS[family.name] : undefined;
-    if (specIssues.length === 0 && extra) out.push(...extra(spec));
+    if (specIssues.length === 0 && extra) appendIssues(out, extra(spec));
   }
+  compactIssues(out);
   return finishIssues(out);
 }
 
@@ -360,6 +442,13 @@ export function decodeEnvelope(bytes: Uint8Array, family: Family, opts: CheckOpt
       hint: `a ${family.configMediaType} blob is the envelope as JSON`,
       details: { source, reason: 'json' },
       cause: err,
+    });
+  }
+  const dup = duplicateJsonKey(text);
+  if (dup) {
+    throw new LadingError('E_CONFIG_INVALID', `${source}:${linePos(text, dup.offset)}: not valid JSON: duplicate key ${JSON.stringify(dup.key)}`, {
+      hint: `a ${family.configMediaType} blob is the envelope as JSON, each key once per object`,
+      details: { source, reason: 'json' },
     });
   }
   return checkEnvelope(value, family, { source });

@@ -328,3 +328,135 @@ test('families are compiled apart: the same $id twice is fine, and one cannot $r
     familyInvalid((e) => assert.equal(e.details?.path, 'spec.schema.$ref')),
   );
 });
+
+// ---- review regressions: DoS in issue pruning, the shared ajv, ReDoS, runaway files -------------------------
+
+test('8,000 items failing an anyOf report a bounded list: the first exact, the last saying more were found', () => {
+  const family = familyFromDocument(
+    widgetDocument({ schema: { type: 'object', properties: { xs: { type: 'array', items: { anyOf: [{ type: 'integer' }, { type: 'string' }] } } } } }),
+    'widget.yaml',
+  );
+  const issues = envelopeIssues({ apiVersion: API_VERSION, kind: 'widget', metadata: { name: 'w' }, spec: { xs: Array(8000).fill(true) } }, family);
+  assert.ok(issues.length <= 100, `${issues.length} issues`);
+  assert.deepEqual(issues.slice(0, 2), [
+    { path: 'spec.xs[0]', message: 'must be integer or string' },
+    { path: 'spec.xs[1]', message: 'must be integer or string' },
+  ]);
+  // No branch noise from an anyOf cut off at the bound.
+  assert.ok(issues.slice(0, -1).every((i) => i.message === 'must be integer or string'), JSON.stringify(issues));
+  assert.match(issues.at(-1)!.message, /^and more issues/);
+});
+
+test('a family schema may not take an $id lading uses, and trying leaves later compiles working', () => {
+  for (const $id of ['https://json-schema.org/draft/2020-12/schema', 'https://json-schema.org/draft/2020-12/schema#', 'https://json-schema.org/draft/2020-12/meta/core']) {
+    assert.throws(
+      () => familyFromDocument(widgetDocument({ schema: { $id, type: 'object' } }), 'meta.yaml'),
+      familyInvalid((e) => {
+        assert.match(e.message, /^meta\.yaml: spec\.schema\.\$id: ".*" is the \$id of a schema lading itself uses/);
+        assert.equal(e.details?.family, 'widget');
+      }),
+    );
+  }
+  // Nested, too.
+  assert.throws(
+    () =>
+      familyFromDocument(
+        widgetDocument({ schema: { $id: 'https://acme.example/w', type: 'object', $defs: { m: { $id: 'https://json-schema.org/draft/2020-12/schema' } } } }),
+        'nested.yaml',
+      ),
+    familyInvalid((e) => assert.equal(e.details?.path, 'spec.schema.$defs.m.$id')),
+  );
+  const later = familyFromDocument(widgetDocument({ schema: { type: 'object', properties: { a: { type: 'string', minLength: 2 } } } }), 'later.yaml');
+  assert.deepEqual(envelopeIssues({ apiVersion: API_VERSION, kind: 'widget', metadata: { name: 'w' }, spec: { a: 'x' } }, later), [
+    { path: 'spec.a', message: 'must be at least 2 characters long' },
+  ]);
+  assert.throws(() => compileSchema({ type: 'nope' }, { source: 'x', path: [] }), familyInvalid(() => {}));
+  // Nested $ids that compile are forgotten again, so a second family may declare them too.
+  for (const source of ['n1.yaml', 'n2.yaml']) {
+    familyFromDocument(widgetDocument({ schema: { type: 'object', $defs: { d: { $id: 'https://acme.example/inner', type: 'string' } } } }), source);
+  }
+});
+
+test('patterns that could backtrack exponentially are refused at load; delimited repetition is fine', () => {
+  const refused = ['^([a-z0-9]+\\.?)+$', '(a+)+', '(a*)*', '^(\\w+\\s?)*$', '(a|a)*', '(a|aa)+', '^(([a-z])+.)+[A-Z]([a-z])+$', '(?:x*y*)+', '((ab)*)+'];
+  for (const pattern of refused) {
+    assert.throws(
+      () => familyFromDocument(widgetDocument({ schema: { type: 'object', properties: { host: { type: 'string', pattern } } } }), 'redos.yaml'),
+      familyInvalid((e) => {
+        assert.equal(e.details?.path, 'spec.schema.properties.host.pattern', pattern);
+        assert.match(e.message, /could take exponential time to match/);
+        assert.match((e as { hint?: string }).hint ?? '', /repeated group/);
+      }),
+      pattern,
+    );
+  }
+  assert.throws(
+    () => familyFromDocument(widgetDocument({ schema: { type: 'object', patternProperties: { '^(x+x+)+y$': {} } } }), 'redos.yaml'),
+    familyInvalid((e) => assert.equal(e.details?.path, 'spec.schema.patternProperties["^(x+x+)+y$"]')),
+  );
+  assert.throws(
+    () => familyFromDocument(widgetDocument({ schema: { type: 'object', propertyNames: { pattern: '^(a|ab)*$' } } }), 'redos.yaml'),
+    familyInvalid((e) => assert.equal(e.details?.path, 'spec.schema.propertyNames.pattern')),
+  );
+  const accepted = [
+    '^[a-z0-9]+(\\.[a-z0-9]+)*$',
+    '^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$',
+    '^[A-Za-z_$][A-Za-z0-9_$]*(\\.[A-Za-z_$][A-Za-z0-9_$]*)*$',
+    '^([a-z]+-)*[a-z]+$',
+    '^\\d+(\\.\\d+){0,2}$',
+    '^(foo|bar)*$',
+    '^[a-z]([a-z0-9._-]{0,126}[a-z0-9])?$',
+    '^(?<major>\\d+)\\.(?<minor>\\d+)$',
+    '^\\p{L}+$',
+    '^[^/]+(/[^/]+)*$',
+  ];
+  for (const pattern of accepted) {
+    familyFromDocument(widgetDocument({ schema: { type: 'object', properties: { host: { type: 'string', pattern } } } }), 'ok.yaml');
+  }
+  // The built-ins pass the same check (they are compiled through it).
+  for (const f of Families.builtin().list()) compileSchema(f.schema, { source: `builtin:${f.name}`, path: [] });
+});
+
+test('a family file nested too deeply is refused naming the file, before copying or freezing it', async () => {
+  let deep: Record<string, unknown> = { type: 'string' };
+  for (let i = 0; i < 20_000; i++) deep = { type: 'object', properties: { a: deep } };
+  assert.throws(
+    () => familyFromDocument(widgetDocument({ schema: deep }), 'deep.json'),
+    familyInvalid((e) => {
+      assert.match(e.message, /^deep\.json: spec\.schema\.properties\.a\.properties\.a.*: is nested more than 128 levels deep$/);
+      assert.equal(e.details?.source, 'deep.json');
+    }),
+  );
+  await withDir(async (dir) => {
+    const path = join(dir, 'deep.json');
+    const n = 5000;
+    const text = JSON.stringify(widgetDocument({ schema: 'DEEP' })).replace(
+      '"DEEP"',
+      `${'{"type":"object","properties":{"a":'.repeat(n)}{"type":"string"}${'}}'.repeat(n)}`,
+    );
+    await writeFile(path, text);
+    await assert.rejects(readFamilyFile(path), familyInvalid((e) => assert.equal(e.details?.source, path)));
+  });
+});
+
+test('a family file that is not a regular file, or is over 1 MiB, is refused before it is read', async () => {
+  await withDir(async (dir) => {
+    const big = join(dir, 'big.yaml');
+    await writeFile(big, `# ${'x'.repeat(1024 * 1024)}\n`);
+    await assert.rejects(
+      readFamilyFile(big),
+      familyInvalid((e) => {
+        assert.match(e.message, /at most 1 MiB/);
+        assert.match((e as { hint?: string }).hint ?? '', /regular YAML or JSON file/);
+      }),
+    );
+    await assert.rejects(readFamilyFile(dir), familyInvalid((e) => assert.match(e.message, /not a regular file$/)));
+    if (process.platform !== 'win32') {
+      const { execFileSync } = await import('node:child_process');
+      const fifo = join(dir, 'fifo.yaml');
+      execFileSync('mkfifo', [fifo]);
+      // Nobody writes to it: reading would hang, so it must be refused without opening it for reading.
+      await assert.rejects(readFamilyFile(fifo), familyInvalid((e) => assert.match(e.message, /fifo\.yaml: not a regular file$/)));
+    }
+  });
+});

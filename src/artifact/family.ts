@@ -1,9 +1,10 @@
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readdir, stat } from 'node:fs/promises';
 import { delimiter, join, resolve } from 'node:path';
 import { LadingError, toLadingError } from '../errors.js';
 import { API_VERSION, BUILTIN_FAMILIES, FAMILY_NAME_PATTERN } from './builtin-families.js';
 import { parseStructuredText } from './envelope.js';
-import { compileSchema, finishIssues, validateAgainst } from './schema.js';
+import { compileSchema, finishIssues, formatPath, validateAgainst } from './schema.js';
 import type { LocatedIssue } from './schema.js';
 
 export { API_VERSION };
@@ -105,11 +106,46 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** Far deeper than any real family file; shallow enough that copying, freezing and compiling cannot exhaust the stack. */
+const MAX_FAMILY_DEPTH = 128;
+
+/** The path of the first value nested deeper than `limit`, found without recursion; undefined if there is none. */
+function tooDeep(value: unknown, limit: number): (string | number)[] | undefined {
+  interface Frame {
+    v: unknown;
+    depth: number;
+    key: string | number | undefined;
+    parent: Frame | undefined;
+  }
+  const stack: Frame[] = [{ v: value, depth: 0, key: undefined, parent: undefined }];
+  while (stack.length > 0) {
+    const frame = stack.pop()!;
+    const { v, depth } = frame;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= limit) {
+      const path: (string | number)[] = [];
+      for (let f: Frame | undefined = frame; f?.key !== undefined; f = f.parent) path.unshift(f.key);
+      return path;
+    }
+    if (Array.isArray(v)) for (let i = v.length - 1; i >= 0; i--) stack.push({ v: v[i], depth: depth + 1, key: i, parent: frame });
+    else for (const [k, x] of Object.entries(v)) stack.push({ v: x, depth: depth + 1, key: k, parent: frame });
+  }
+  return undefined;
+}
+
 /**
  * A family from an already parsed family document; E_FAMILY_INVALID naming `source` and the path of the
  * fault, including faults inside its spec schema. The result is frozen, its schema compiled.
  */
 export function familyFromDocument(value: unknown, source: string): Family {
+  const deep = tooDeep(value, MAX_FAMILY_DEPTH);
+  if (deep) {
+    const path = formatPath(deep);
+    throw new LadingError('E_FAMILY_INVALID', `${source}: ${path}: is nested more than ${MAX_FAMILY_DEPTH} levels deep`, {
+      hint: 'a family file this deep is not a real schema; share repeated parts through $defs and $ref',
+      details: { source, path },
+    });
+  }
   const issues = validateAgainst(FAMILY_DOCUMENT_SCHEMA, value, [], { source: 'lading family document schema', path: [] });
   if (issues.length > 0) throw familyInvalid(source, issues);
   const doc = value as {
@@ -279,17 +315,40 @@ export class Families {
   }
 }
 
-/** Reads and checks one family file (YAML or JSON); E_FAMILY_INVALID with the path of the fault. */
+function notAFamilyFile(path: string, why: string, details: Record<string, unknown> = {}): LadingError {
+  return new LadingError('E_FAMILY_INVALID', `${path}: ${why}`, {
+    hint: 'a family file is a regular YAML or JSON file of at most 1 MiB',
+    details: { source: path, ...details },
+  });
+}
+
+/**
+ * Reads and checks one family file (YAML or JSON); E_FAMILY_INVALID with the path of the fault. Anything but
+ * a regular file of at most 1 MiB is refused before reading: a FIFO or device would block or never end.
+ */
 export async function readFamilyFile(path: string): Promise<Family> {
   let text: string;
   try {
     const st = await stat(path);
-    if (st.size > MAX_FAMILY_FILE_BYTES) {
-      throw new LadingError('E_FAMILY_INVALID', `${path}: a family file may be at most 1 MiB, this one is ${st.size} bytes`, {
-        details: { source: path },
-      });
+    if (!st.isFile()) throw notAFamilyFile(path, 'not a regular file');
+    if (st.size > MAX_FAMILY_FILE_BYTES) throw notAFamilyFile(path, `a family file may be at most 1 MiB, this one is ${st.size} bytes`, { size: st.size });
+    // Non-blocking, so that a file swapped for a FIFO since the stat cannot hang the open; checked again on the handle.
+    const handle = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    try {
+      const again = await handle.stat();
+      if (!again.isFile()) throw notAFamilyFile(path, 'not a regular file');
+      const buf = Buffer.alloc(MAX_FAMILY_FILE_BYTES + 1);
+      let length = 0;
+      while (length < buf.length) {
+        const { bytesRead } = await handle.read(buf, length, buf.length - length, null);
+        if (bytesRead === 0) break;
+        length += bytesRead;
+      }
+      if (length > MAX_FAMILY_FILE_BYTES) throw notAFamilyFile(path, 'a family file may be at most 1 MiB', { size: length });
+      text = buf.subarray(0, length).toString('utf8');
+    } finally {
+      await handle.close();
     }
-    text = await readFile(path, 'utf8');
   } catch (err) {
     if (err instanceof LadingError) throw err;
     const e = toLadingError(err, 'E_IO');

@@ -252,7 +252,7 @@ for (const kind of ['memory', 'layout'] as const) {
       const first = await pushVariant(env, 'linux amd64 binary', AMD64);
       // Another tool put an entry without a platform into the index; lading leaves it where it is.
       const { index } = await readIndex(env.target, 'v1');
-      const mixed = buildImageIndex({ manifests: [attached.manifest, ...index.manifests] });
+      const mixed = buildImageIndex({ manifests: [attached.manifest, ...index.manifests], artifactType: cli.artifactType });
       await env.target.push(mixed.descriptor, Readable.from([mixed.bytes]));
       await env.target.tag(mixed.descriptor, 'v1');
       const second = await pushVariant(env, 'linux amd64 binary v2', AMD64);
@@ -260,6 +260,18 @@ for (const kind of ['memory', 'layout'] as const) {
       const after = await readIndex(env.target, 'v1');
       assert.deepEqual(after.index.manifests.map((m) => m.digest), [attached.manifest.digest, second.manifest.digest]);
       assert.equal(after.index.artifactType, cli.artifactType);
+    }));
+
+  test(`${kind}: a variant never joins an index without an artifactType (a container image's): nothing is replaced`, () =>
+    withEnv(kind, async (env) => {
+      const first = await pushVariant(env, 'linux amd64 binary', AMD64);
+      const { index } = await readIndex(env.target, 'v1');
+      const image = buildImageIndex({ manifests: index.manifests });
+      await env.target.push(image.descriptor, Readable.from([image.bytes]));
+      await env.target.tag(image.descriptor, 'v1');
+      await assert.rejects(pushVariant(env, 'linux amd64 binary v2', AMD64), (e: unknown) => isLadingError(e, 'E_USAGE') && /without an artifactType/.test(e.message));
+      assert.equal((await env.target.resolve('v1')).digest, image.descriptor.digest);
+      assert.equal(first.index?.digest === image.descriptor.digest, false);
     }));
 
   test(`${kind}: pullTyped of a single manifest writes its files and envelope; a platform request against it fails`, () =>

@@ -133,6 +133,9 @@ async function currentVariants(target: Target, tag: string, family: Family, sign
   if (parsed.mediaType !== MediaType.ImageIndex) return refuse(`a ${parsed.mediaType}`);
   const { artifactType, manifests } = parsed.manifest;
   if (artifactType !== undefined && artifactType !== family.artifactType) return refuse(`an index of ${artifactType}`);
+  // The index's artifactType is what says its entries are variants of this family (entries carry none):
+  // an index without one is a container image or another tool's, and a variant must not join it.
+  if (artifactType === undefined && manifests.length > 0) return refuse('an index without an artifactType (a container image, or another tool\'s index)');
   const foreign = manifests.find((m) => m.platform && m.artifactType !== undefined && m.artifactType !== family.artifactType);
   if (foreign) return refuse(`an index with a variant of ${foreign.artifactType}`);
   return manifests;
@@ -172,6 +175,8 @@ export interface PullTypedOptions extends Omit<PullFilesOptions, 'reservedTitles
   variant?: Record<string, string>;
   /** The digest the reference must resolve to (a lockfile's pin); E_LOCK_MISMATCH otherwise. */
   expectDigest?: string;
+  /** How messages name what is pulled (the full reference); defaults to `reference`. */
+  display?: string;
   /** The manifest the variant selection must land on (a lockfile's pin for a platform); E_LOCK_MISMATCH otherwise. */
   expectManifest?: string;
 }
@@ -194,14 +199,15 @@ export interface PullTypedResult extends PullFilesResult {
  * overwrite the envelope — is refused before any file is written.
  */
 export async function pullTyped(target: Target, reference: string, outDir: string, opts: PullTypedOptions): Promise<PullTypedResult> {
-  const { families, platform, variant, expectDigest, expectManifest, ...pull } = opts;
+  const { families, platform, variant, expectDigest, expectManifest, display, ...pull } = opts;
+  const what = display ?? reference;
   const extra = checkVariantExtra(variant ?? {});
   if (!platform && Object.keys(extra).length > 0) {
     throw new LadingError('E_USAGE', 'variant keys need a platform', { hint: 'name the platform too, e.g. --platform linux/amd64 --variant substrate=firecracker' });
   }
   const root = await target.resolve(reference);
   if (expectDigest !== undefined && root.digest !== expectDigest) {
-    throw new LadingError('E_LOCK_MISMATCH', `${reference} resolves to ${root.digest}, not ${expectDigest} as locked`, {
+    throw new LadingError('E_LOCK_MISMATCH', `${what} resolves to ${root.digest}, not ${expectDigest} as locked`, {
       hint: 'the reference moved since it was locked: run lading lock to accept the change, or pull the locked digest',
       details: { reference, expected: expectDigest, actual: root.digest },
     });
@@ -214,14 +220,14 @@ export async function pullTyped(target: Target, reference: string, outDir: strin
     const entries = parsedRoot.manifest.manifests;
     if (!platform) {
       const variants = listVariants(entries);
-      throw new LadingError('E_VARIANT_NOT_FOUND', `${reference} is an index of variants; name one: ${variants.map((v) => v.variant).join('; ') || 'it has none'}`, {
+      throw new LadingError('E_VARIANT_NOT_FOUND', `${what} is an index of variants; name one: ${variants.map((v) => v.variant).join('; ') || 'it has none'}`, {
         hint: 'add --platform os/arch[/variant] (--platform native for this host) and --variant key=value for extra keys',
         details: { variants },
       });
     }
-    chosen = selectVariant(entries, { platform, extra }, reference);
+    chosen = selectVariant(entries, { platform, extra }, what);
     if (expectManifest !== undefined && chosen.digest !== expectManifest) {
-      throw new LadingError('E_LOCK_MISMATCH', `${reference} for ${formatVariant({ platform, extra })} selects ${chosen.digest}, not ${expectManifest} as locked`, {
+      throw new LadingError('E_LOCK_MISMATCH', `${what} for ${formatVariant({ platform, extra })} selects ${chosen.digest}, not ${expectManifest} as locked`, {
         hint: 'pull the platform and variant that were locked, or run lading lock again to accept the change',
         details: { reference, expected: expectManifest, actual: chosen.digest },
       });
@@ -229,13 +235,13 @@ export async function pullTyped(target: Target, reference: string, outDir: strin
     desc = chosen;
     const parsed = parseManifest(await fetchBytes(target, chosen, undefined, pull.signal), chosen.mediaType);
     if (parsed.kind !== 'manifest') {
-      throw new LadingError('E_UNSUPPORTED', `the variant ${formatVariant({ platform, extra })} of ${reference} is itself an index`, {
+      throw new LadingError('E_UNSUPPORTED', `the variant ${formatVariant({ platform, extra })} of ${what} is itself an index`, {
         hint: `pull it by digest: ${chosen.digest}`,
       });
     }
     manifest = parsed.manifest;
   } else if (platform) {
-    throw new LadingError('E_VARIANT_NOT_FOUND', `${reference} is a single-manifest artifact with no variants; it has no variant ${formatVariant({ platform, extra })}`, {
+    throw new LadingError('E_VARIANT_NOT_FOUND', `${what} is a single-manifest artifact with no variants; it has no variant ${formatVariant({ platform, extra })}`, {
       hint: 'pull it without --platform and --variant',
       details: { requested: formatVariant({ platform, extra }), variants: [] },
     });
@@ -246,7 +252,7 @@ export async function pullTyped(target: Target, reference: string, outDir: strin
   const typed = await envelopeOf(target, manifest, families, pull.signal);
   const result = await pullResolved(target, desc, outDir, {
     ...pull,
-    name: reference,
+    name: what,
     manifest,
     ...(typed.envelope ? { reservedTitles: [ENVELOPE_FILE] } : {}),
   });

@@ -39,10 +39,12 @@ export function register(program: Command): void {
       if (!locked) {
         throw new LadingError('E_LOCK_MISMATCH', `${lockKey(reference)} is not in ${opts.lockfile}`, {
           hint: `run lading lock ${reference} to lock it, or drop --frozen`,
+          details: { reference: lockKey(reference), lockfile: opts.lockfile, locked: null },
         });
       }
       if (locked.platform !== undefined && want === undefined) {
         throw new LadingError('E_LOCK_MISMATCH', `${lockKey(reference)} is locked for ${locked.platform}, and no --platform was given`, {
+          details: { reference: lockKey(reference), platform: locked.platform },
           hint: `pull with --platform ${locked.platform}${Object.entries(locked.variant ?? {}).map(([k, v]) => ` --variant ${k}=${v}`).join('')}`,
         });
       }
@@ -54,6 +56,7 @@ export function register(program: Command): void {
     try {
       const result = await pullTyped(opened.target, opened.reference, opts.output, {
         families,
+        display: `${opened.display}${opened.explicit ? '' : `:${opened.reference}`}`,
         ...(want ? { platform: want.platform, variant: want.extra } : {}),
         ...(locked ? { expectDigest: locked.digest, ...(locked.manifest ? { expectManifest: locked.manifest } : {}) } : {}),
         concurrency: parseConcurrency(opts.concurrency),

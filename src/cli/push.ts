@@ -1,3 +1,4 @@
+import { open } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { LadingError } from '../errors.js';
@@ -37,14 +38,35 @@ interface TypedPlan {
   envelope: Envelope;
 }
 
-/** A config file's parsed value: strictly (errors propagate) for a typed push, leniently otherwise. */
+/** `apiVersion: lading.dev/…` anywhere in the text: the file was meant as an envelope, even if it does not parse. */
+const LOOKS_LIKE_ENVELOPE = /(^|[\s{,])["']?apiVersion["']?\s*:\s*["']?lading\.dev\//m;
+
+/**
+ * A config file's parsed value. For a typed push a parse error is the answer. Otherwise a file that is not
+ * YAML or JSON is an opaque config, as ORAS pushes them — unless it says it is an envelope, whose
+ * mistakes must be reported, not pushed as opaque bytes.
+ */
 async function readConfigValue(config: FileInput, strict: boolean): Promise<unknown> {
-  if (strict) return readEnvelopeFile(config.path);
   try {
     return await readEnvelopeFile(config.path);
-  } catch {
-    // Not YAML or JSON at all: an opaque config, as ORAS pushes them.
+  } catch (err) {
+    if (strict) throw err;
+    const head = await readHead(config.path, 64 * 1024);
+    if (LOOKS_LIKE_ENVELOPE.test(head)) throw err;
     return undefined;
+  }
+}
+
+/** The first `max` bytes of a file as text ('' when it cannot be read): an opaque config may be large. */
+async function readHead(path: string, max: number): Promise<string> {
+  const fh = await open(path, 'r').catch(() => undefined);
+  if (!fh) return '';
+  try {
+    const buf = Buffer.alloc(max);
+    const { bytesRead } = await fh.read(buf, 0, max, 0);
+    return buf.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
   }
 }
 
@@ -55,16 +77,16 @@ function isEnvelopeLike(value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * A push is typed when the user names a family, gives an envelope as --config, asks for a variant, or
- * pushes to a repository path that infers a family (`…/tools/…`). Otherwise it stays a plain ORAS-style
- * artifact. The family comes from --family, else the envelope's kind, else the path, else `file`.
+ * A push is typed when the user names a family, gives an envelope as --config, or asks for a variant;
+ * otherwise it stays the plain ORAS-style artifact other tools expect, whatever the repository path. The
+ * family comes from --family, else the envelope's kind, else the repository path (`…/tools/…` → cli),
+ * else `file`; an envelope may leave `kind` out when --family or the path says it.
  */
 async function planTyped(reference: string, opts: PushOptions, families: Families, config: FileInput | undefined): Promise<TypedPlan | undefined> {
   const target = parseTargetReference(reference);
   const repository = target.kind === 'remote' ? target.ref.repository : basename(target.dir);
-  const inferred = target.kind === 'remote' ? families.infer(repository) : undefined;
   const variantAsked = opts.platform !== undefined || opts.variant.length > 0;
-  const typedByFlags = opts.family !== undefined || inferred !== undefined || variantAsked;
+  const typedByFlags = opts.family !== undefined || variantAsked;
   // An explicit `file:mediaType` config is an opaque blob by the user's own word.
   const value = config && config.mediaType === undefined ? await readConfigValue(config, typedByFlags) : undefined;
   if (!typedByFlags && !isEnvelopeLike(value)) return undefined;
@@ -73,17 +95,26 @@ async function planTyped(reference: string, opts: PushOptions, families: Familie
       hint: `drop the :mediaType suffix and write {apiVersion: ${API_VERSION}, kind, metadata: {name}, spec} in YAML or JSON`,
     });
   }
+  const inferred = target.kind === 'remote' ? families.infer(repository) : undefined;
   // For a typed push whatever the file holds is checked as an envelope, so that the refusal says what is wrong.
-  const given = config ? value : undefined;
+  let given: unknown = config ? value : undefined;
   const kind = isEnvelopeLike(given) && typeof given.kind === 'string' ? given.kind : undefined;
   const family = families.get(opts.family ?? kind ?? inferred?.name ?? 'file');
+  if (isEnvelopeLike(given) && given.kind === undefined) given = { ...given, kind: family.name };
   if (opts.artifactType !== undefined && opts.artifactType !== family.artifactType) {
     throw new LadingError('E_USAGE', `--artifact-type ${opts.artifactType} contradicts family ${family.name} (${family.artifactType})`, {
-      hint: 'leave --artifact-type out: a typed artifact takes its family\'s type',
+      hint: "leave --artifact-type out: a typed artifact takes its family's type",
     });
   }
-  const envelope = given ?? { apiVersion: API_VERSION, kind: family.name, metadata: { name: repository.split('/').pop() }, spec: {} };
+  const envelope = given ?? { apiVersion: API_VERSION, kind: family.name, metadata: { name: defaultName(repository) }, spec: {} };
   return { family, envelope: checkEnvelope(envelope, family, config ? { source: config.path } : {}) };
+}
+
+/** metadata.name when no envelope is given: the repository's last segment, folded into the name grammar. */
+function defaultName(repository: string): string {
+  const last = repository.split('/').pop() ?? '';
+  const folded = last.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '');
+  return folded || 'artifact';
 }
 
 export function register(program: Command): void {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { flattenPlan, renderPlan, resolveBundle } from '../artifact/bundle.js';
-import { lockEntriesFromPlan, updateLockfile, LOCKFILE_NAME } from '../install/lockfile.js';
+import { lockEntriesFromPlan, updateLockfile, LOCKFILE_NAME, type LockEntry } from '../install/lockfile.js';
+import { LadingError } from '../errors.js';
 import { cliSignal, type GlobalOptions } from './context.js';
 import { withCommon } from './common.js';
 import { emit } from './output.js';
@@ -43,12 +44,20 @@ export function register(program: Command): void {
     const want = variantSelector(opts);
     const opener = cliOpener(opts);
     // Everything is resolved before the lockfile is touched: one bad reference changes nothing.
-    const entries = {};
-    const plans = [];
+    const entries: Record<string, LockEntry> = {};
     for (const ref of references) {
       const plan = await resolveBundle(opener, ref, families, { signal: cliSignal });
-      plans.push(plan);
-      Object.assign(entries, lockEntriesFromPlan(plan, want ? { platform: formatPlatform(want.platform), variant: want.extra } : {}));
+      for (const [key, entry] of Object.entries(lockEntriesFromPlan(plan, want ? { platform: formatPlatform(want.platform), variant: want.extra } : {}))) {
+        // A tag that moved between two of the plans cannot be locked to both digests.
+        const before = entries[key];
+        if (before && before.digest !== entry.digest) {
+          throw new LadingError('E_LOCK_MISMATCH', `${key} resolved to ${before.digest} and then to ${entry.digest} while locking`, {
+            hint: 'the tag moved during the run; run lading lock again once pushes to it have finished',
+            details: { reference: key, digests: [before.digest, entry.digest] },
+          });
+        }
+        entries[key] = entry;
+      }
     }
     const lock = await updateLockfile(opts.lockfile, entries);
     const keys = Object.keys(entries);

@@ -57,3 +57,11 @@ export const Annotation = {
   OrasUnpack: 'io.deis.oras.content.unpack',
   OrasDigest: 'io.deis.oras.content.digest',
 } as const;
+
+/**
+ * A media type as compared for meaning: parameters dropped, trimmed, lower-cased (RFC 6838 type and
+ * subtype names are case-insensitive). `Application/X+JSON; charset=utf-8` and `application/x+json` are one.
+ */
+export function normalizeMediaType(mediaType: string): string {
+  return mediaType.split(';', 1)[0]!.trim().toLowerCase();
+}

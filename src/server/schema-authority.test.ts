@@ -128,7 +128,7 @@ describe('SchemaAuthority', () => {
   test('unknown config media types and indexes are never read', async () => {
     const blobs = new Blobs();
     const junk = blobs.put('not json at all', 'application/vnd.example.whatever+json');
-    await authority.check(blobs, 'r', manifest(junk, widget.artifactType));
+    await authority.check(blobs, 'r', manifest(junk));
     await authority.check(blobs, 'r', manifest(junk, 'application/vnd.example.other'));
     const index: ParsedManifest = {
       kind: 'index',
@@ -137,6 +137,58 @@ describe('SchemaAuthority', () => {
     };
     await authority.check(blobs, 'r', index);
     assert.equal(blobs.reads, 0);
+  });
+
+  test('a family artifactType over a config that is no family envelope (an empty one included) is refused unread', async () => {
+    const blobs = new Blobs();
+    const junk = blobs.put('not json at all', 'application/vnd.example.whatever+json');
+    const empty = { mediaType: EmptyJSON.mediaType, digest: EmptyJSON.digest, size: EmptyJSON.size };
+    for (const [config, artifactType] of [
+      [junk, widget.artifactType],
+      [empty, widget.artifactType],
+      [empty, widget.artifactType.toUpperCase()],
+      [empty, `${widget.artifactType}; x=y`],
+    ] as const) {
+      const err = await refusal(authority.check(blobs, 'r', manifest(config, artifactType)));
+      assert.equal(err.code, 'MANIFEST_INVALID');
+      assert.equal(err.status, 400);
+      const detail = err.detail as { artifactTypeFamily: string; issues: { path: string; message: string }[] };
+      assert.equal(detail.artifactTypeFamily, 'widget');
+      assert.equal(detail.issues[0]!.path, 'artifactType');
+      assert.match(err.message, /names family widget, whose artifacts carry a widget envelope as their config/);
+      assert.ok(err.message.includes(config.mediaType), err.message);
+    }
+    assert.equal(blobs.reads, 0);
+  });
+
+  test('a family config media type written in another case or with parameters is refused unread', async () => {
+    const blobs = new Blobs();
+    for (const mt of [`${widget.configMediaType}; charset=utf-8`, widget.configMediaType.toUpperCase(), ` ${widget.configMediaType}`]) {
+      // Even a config that would satisfy the family: readers disagree on whether such a type is typed.
+      const config = blobs.put(JSON.stringify(envelope('widget', { size: 3 })), mt);
+      for (const artifactType of [undefined, widget.artifactType, 'application/vnd.example.other']) {
+        const err = await refusal(authority.check(blobs, 'r', manifest(config, artifactType)));
+        assert.equal(err.code, 'MANIFEST_INVALID');
+        const detail = err.detail as { family: string; issues: { path: string; message: string }[] };
+        assert.equal(detail.family, 'widget');
+        assert.equal(detail.issues[0]!.path, 'config.mediaType');
+        assert.match(err.message, new RegExp(`must be written exactly "${widget.configMediaType.replace(/[.+]/g, '\\$&')}"`));
+      }
+    }
+    assert.equal(blobs.reads, 0);
+  });
+
+  test('a family artifactType in another case or with parameters over its own config is checked like the exact one', async () => {
+    const blobs = new Blobs();
+    const good = blobs.put(JSON.stringify(envelope('widget', { size: 3 })), widget.configMediaType);
+    await authority.check(blobs, 'r', manifest(good, widget.artifactType.toUpperCase()));
+    await authority.check(blobs, 'r', manifest(good, `${widget.artifactType}; v=1`));
+    const bad = blobs.put(JSON.stringify(envelope('widget', { size: 'big' })), widget.configMediaType);
+    const err = await refusal(authority.check(blobs, 'r', manifest(bad, widget.artifactType.toUpperCase())));
+    assert.match(err.message, /^config does not satisfy family widget: spec\.size/);
+    // And one naming another family, however written, is still a mismatch.
+    const mixed = await refusal(authority.check(blobs, 'r', manifest(good, gadget.artifactType.toUpperCase())));
+    assert.equal((mixed.detail as { artifactTypeFamily: string }).artifactTypeFamily, 'gadget');
   });
 
   test('an oversized family config is refused from its descriptor, unread', async () => {
@@ -229,6 +281,28 @@ describe('registry handler as schema authority (built-in families)', () => {
     assert.equal((await api('/v2/tools/bad/manifests/v1', { method: 'HEAD' })).status, 404);
     const tags = (await (await api('/v2/tools/bad/tags/list')).json()) as { tags: string[] };
     assert.deepEqual(tags.tags, []);
+  });
+
+  test('a cli config media type with parameters or in another case is refused, not stored unchecked', async () => {
+    const config = JSON.stringify(envelope('cli', { executable: 42 }));
+    for (const [i, mt] of ['application/vnd.lading.cli.config.v1+json; charset=utf-8', 'Application/Vnd.Lading.Cli.Config.V1+JSON'].entries()) {
+      const res = await pushTyped(`tools/sly${i}`, 'v1', config, mt, 'application/vnd.lading.cli.v1');
+      assert.equal(res.status, 400);
+      const body = (await res.json()) as { errors: { code: string; message: string; detail: { issues: { path: string }[] } }[] };
+      assert.equal(body.errors[0]!.code, 'MANIFEST_INVALID');
+      assert.equal(body.errors[0]!.detail.issues[0]!.path, 'config.mediaType');
+      assert.match(body.errors[0]!.message, /application\/vnd\.lading\.cli\.config\.v1\+json/);
+      assert.equal((await api(`/v2/tools/sly${i}/manifests/v1`, { method: 'HEAD' })).status, 404);
+    }
+  });
+
+  test('a cli artifactType over an empty config is refused', async () => {
+    const res = await pushTyped('tools/hollow', 'v1', '{}', EmptyJSON.mediaType, 'application/vnd.lading.cli.v1');
+    assert.equal(res.status, 400);
+    const body = (await res.json()) as { errors: { code: string; detail: { issues: { path: string }[] } }[] };
+    assert.equal(body.errors[0]!.code, 'MANIFEST_INVALID');
+    assert.equal(body.errors[0]!.detail.issues[0]!.path, 'artifactType');
+    assert.equal((await api('/v2/tools/hollow/manifests/v1', { method: 'HEAD' })).status, 404);
   });
 
   test('an unknown config media type passes unread, even as garbage', async () => {

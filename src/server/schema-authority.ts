@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { envelopeIssues } from '../artifact/envelope.js';
 import { describeFamily, type Families, type Family, type SchemaIssue } from '../artifact/family.js';
 import type { ParsedManifest } from '../oci/manifest-types.js';
+import { normalizeMediaType } from '../oci/mediatype.js';
 import { OciError } from './errors.js';
 
 /**
@@ -32,7 +33,13 @@ export class SchemaAuthority {
 
   /**
    * The family whose envelope `parsed` carries as its config, or undefined when its config is no family's
-   * (then nothing is read). Refuses an artifactType that names another family than the config does.
+   * and its artifactType names none (then nothing is read). Media types are compared normalized (case and
+   * parameters ignored), so a config type written differently cannot slip past the check. Refuses:
+   *  - a config media type that means a family's config type but is not written exactly as it (readers
+   *    that compare exactly and readers that normalize would disagree on whether it is typed);
+   *  - an artifactType that names a family over a config that is not that family's envelope (an empty
+   *    config included): a lading artifactType must carry its envelope;
+   *  - an artifactType that names another family than the config does.
    */
   familyOf(parsed: ParsedManifest): Family | undefined {
     // An index names its entries by digest, and each entry was checked when it was pushed (a manifest
@@ -42,11 +49,23 @@ export class SchemaAuthority {
     // Docker schema 2 manifests are checked too: a family config is refused under any manifest media
     // type, else changing the manifest's media type would slip an invalid envelope past the check.
     const { config, artifactType } = parsed.manifest;
-    const family = this.families.byConfigMediaType(config.mediaType);
-    // An artifactType of a family over a config of no family (an empty config, say) carries no envelope
-    // to judge; readers find no envelope there and treat it as untyped.
+    const family = lookupFamily(this.families, 'configMediaType', config.mediaType);
+    if (family && config.mediaType !== family.configMediaType) {
+      const message = `must be written exactly "${family.configMediaType}", the config media type of family ${family.name} (no other case, no parameters)`;
+      throw new OciError('MANIFEST_INVALID', `config.mediaType "${config.mediaType}" ${message}`, {
+        detail: { family: family.name, issues: [{ path: 'config.mediaType', message }] },
+      });
+    }
+    const claimed = artifactType !== undefined ? lookupFamily(this.families, 'artifactType', artifactType) : undefined;
+    if (claimed && !family) {
+      const message =
+        `names family ${claimed.name}, whose artifacts carry a ${claimed.name} envelope as their config ` +
+        `(mediaType ${claimed.configMediaType}), but the config is ${config.mediaType}`;
+      throw new OciError('MANIFEST_INVALID', `artifactType ${artifactType} ${message}`, {
+        detail: { artifactTypeFamily: claimed.name, issues: [{ path: 'artifactType', message }] },
+      });
+    }
     if (!family) return undefined;
-    const claimed = artifactType !== undefined ? this.families.byArtifactType(artifactType) : undefined;
     if (claimed && claimed.name !== family.name) {
       const message = `names family ${claimed.name} but the config (${config.mediaType}) is family ${family.name}'s`;
       throw new OciError('MANIFEST_INVALID', `artifactType ${artifactType} ${message}`, {
@@ -104,6 +123,18 @@ export function typesListing(families: FamilySet): Record<string, unknown>[] {
   return [...families.list()]
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     .map((f) => describeFamily(f, { schema: true }));
+}
+
+/**
+ * The family whose `key` is `mediaType`: written exactly, else equal once both are normalized (case and
+ * parameters ignored). An exact match wins, so two user families that differ only in a parameter stay apart.
+ */
+export function lookupFamily(families: FamilySet, key: 'artifactType' | 'configMediaType', mediaType: string): Family | undefined {
+  const exact = key === 'artifactType' ? families.byArtifactType(mediaType) : families.byConfigMediaType(mediaType);
+  if (exact) return exact;
+  const wanted = normalizeMediaType(mediaType);
+  for (const f of families.list()) if (normalizeMediaType(f[key]) === wanted) return f;
+  return undefined;
 }
 
 /** The stored form of an envelope is JSON (canonical when lading wrote it, any JSON from other tools). */
