@@ -4,12 +4,11 @@ import { fetchBytes } from '../content/read.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseManifest } from '../oci/manifest.js';
-import { normalizeMediaType } from '../oci/mediatype.js';
 import type { ParsedManifest } from '../oci/manifest-types.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { formatReference, parseTargetReference, type TargetReference } from '../oci/reference.js';
-import { decodeEnvelope, type Envelope } from './envelope.js';
-import type { Families, Family } from './family.js';
+import { MAX_ENVELOPE_BYTES, decodeEnvelope, type Envelope } from './envelope.js';
+import { lookupFamily, type Families, type Family } from './family.js';
 import { formatVariant, variantOf } from './variants.js';
 
 /** Opens a reference as a target; the CLI builds one on openTarget, tests on memory stores. */
@@ -60,8 +59,6 @@ export interface ResolveBundleOptions {
 export const DEFAULT_MAX_DEPTH = 16;
 export const DEFAULT_MAX_NODES = 1000;
 export const BUNDLE_FAMILY = 'bundle';
-/** A bundle's config is an envelope; anything larger than a manifest may be is not one. */
-const MAX_ENVELOPE_BYTES = 4 * 1024 * 1024;
 
 /** What resolution needs of Families; a Families instance is one. */
 export type FamilyLookup = Pick<Families, 'list' | 'byArtifactType' | 'byConfigMediaType'>;
@@ -269,14 +266,6 @@ function familyOf(parsed: ParsedManifest, families: FamilyLookup, ref: string): 
   return family ? { family } : {};
 }
 
-/** The family whose `key` is `mediaType`: written exactly, else equal once both are normalized. */
-function lookupFamily(families: FamilyLookup, key: 'artifactType' | 'configMediaType', mediaType: string): Family | undefined {
-  const exact = key === 'artifactType' ? families.byArtifactType(mediaType) : families.byConfigMediaType(mediaType);
-  if (exact) return exact;
-  const wanted = normalizeMediaType(mediaType);
-  for (const f of families.list()) if (normalizeMediaType(f[key]) === wanted) return f;
-  return undefined;
-}
 
 function commonArtifactType(entries: Descriptor[]): string | undefined {
   const types = new Set(entries.map((e) => e.artifactType));

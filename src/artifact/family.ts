@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { open, readdir, stat } from 'node:fs/promises';
 import { delimiter, join, resolve } from 'node:path';
 import { LadingError, toLadingError } from '../errors.js';
+import { normalizeMediaType } from '../oci/mediatype.js';
 import { API_VERSION, BUILTIN_FAMILIES, FAMILY_NAME_PATTERN } from './builtin-families.js';
 import { parseStructuredText } from './envelope.js';
 import { compileSchema, finishIssues, formatPath, validateAgainst } from './schema.js';
@@ -375,4 +376,20 @@ export function describeFamily(f: Family, opts: { schema?: boolean } = {}): Reco
     builtin: f.builtin,
     ...(opts.schema ? { schema: f.schema } : {}),
   };
+}
+
+/**
+ * The family whose `key` is `mediaType`: written exactly, else equal once both are normalized (case and
+ * parameters ignored). An exact match wins, so two user families that differ only in a parameter stay apart.
+ */
+export function lookupFamily(
+  families: Pick<Families, 'list' | 'byArtifactType' | 'byConfigMediaType'>,
+  key: 'artifactType' | 'configMediaType',
+  mediaType: string,
+): Family | undefined {
+  const exact = key === 'artifactType' ? families.byArtifactType(mediaType) : families.byConfigMediaType(mediaType);
+  if (exact) return exact;
+  const wanted = normalizeMediaType(mediaType);
+  for (const f of families.list()) if (normalizeMediaType(f[key]) === wanted) return f;
+  return undefined;
 }

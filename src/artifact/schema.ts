@@ -72,6 +72,14 @@ function sumOmitted(total: number, n: number): number {
  */
 export function compactIssues(issues: LocatedIssue[]): void {
   if (issues.length <= 4 * MAX_ISSUES) return;
+  const { kept, omitted } = boundIssues(issues);
+  issues.length = 0;
+  for (const issue of kept) issues.push(issue);
+  if (omitted !== 0) issues.push({ segments: [], message: '', omitted });
+}
+
+/** Sorted and deduplicated, at most MAX_ISSUES kept; the rest, and earlier notes, counted as omitted. */
+function boundIssues(issues: readonly LocatedIssue[]): { kept: LocatedIssue[]; omitted: number } {
   let omitted = 0;
   const real: LocatedIssue[] = [];
   for (const issue of issues) {
@@ -84,16 +92,11 @@ export function compactIssues(issues: LocatedIssue[]): void {
   for (const issue of real) {
     const key = `${formatPath(issue.segments)}\u0000${issue.message}`;
     if (seen.has(key)) continue;
-    if (kept.length >= MAX_ISSUES) {
-      omitted = sumOmitted(omitted, 1);
-      continue;
-    }
     seen.add(key);
-    kept.push(issue);
+    if (kept.length >= MAX_ISSUES) omitted = sumOmitted(omitted, 1);
+    else kept.push(issue);
   }
-  issues.length = 0;
-  for (const issue of kept) issues.push(issue);
-  if (omitted !== 0) issues.push({ segments: [], message: '', omitted });
+  return { kept, omitted };
 }
 
 /** Appends `more` to `out` with a loop (spreading a huge list overflows the stack), keeping `out` bounded. */
@@ -109,23 +112,9 @@ export function appendIssues(out: LocatedIssue[], more: readonly LocatedIssue[])
  * MAX_ISSUES: past that the last issue (path "") says how many more there were.
  */
 export function finishIssues(issues: readonly LocatedIssue[]): SchemaIssue[] {
-  let omitted = 0;
-  const real: LocatedIssue[] = [];
-  for (const issue of issues) {
-    if (issue.omitted !== undefined) omitted = sumOmitted(omitted, issue.omitted);
-    else real.push(issue);
-  }
-  real.sort(compareIssues);
-  const out: SchemaIssue[] = [];
-  const seen = new Set<string>();
-  for (const issue of real) {
-    const path = formatPath(issue.segments);
-    const key = `${path}\u0000${issue.message}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    if (out.length >= MAX_ISSUES) omitted = sumOmitted(omitted, 1);
-    else out.push({ path, message: issue.message });
-  }
+  const bounded = boundIssues(issues);
+  let omitted = bounded.omitted;
+  const out: SchemaIssue[] = bounded.kept.map((issue) => ({ path: formatPath(issue.segments), message: issue.message }));
   if (omitted === 0) return out;
   // The note takes the last place, so the list stays within MAX_ISSUES.
   if (out.length >= MAX_ISSUES) {

@@ -10,15 +10,13 @@ import { buildImageIndex, parseManifest } from '../oci/manifest.js';
 import type { ImageManifest } from '../oci/manifest-types.js';
 import { MediaType } from '../oci/mediatype.js';
 import type { Families, Family } from './family.js';
-import { decodeEnvelope, encodeEnvelope, type Envelope } from './envelope.js';
+import { MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, type Envelope } from './envelope.js';
 import { checkInputs, pushFiles, titleFor, type FileInput, type PushFilesOptions } from './files.js';
 import { pullResolved, type PullFilesOptions, type PullFilesResult } from './pull.js';
 import { checkVariantExtra, formatVariant, listVariants, selectVariant, upsertVariant, variantEntry } from './variants.js';
 
 /** Where pullTyped writes the envelope of a typed artifact, beside its files. */
 export const ENVELOPE_FILE = 'lading.envelope.json';
-/** Envelopes are read whole; the registries' limit for manifests is a sane one for them too. */
-export const MAX_ENVELOPE_BYTES = 4 * 1024 * 1024;
 
 export interface PushTypedOptions extends Omit<PushFilesOptions, 'config' | 'artifactType'> {
   family: Family;

@@ -1,8 +1,7 @@
 import type { Readable } from 'node:stream';
 import { envelopeIssues } from '../artifact/envelope.js';
-import { describeFamily, type Families, type Family, type SchemaIssue } from '../artifact/family.js';
+import { describeFamily, lookupFamily, type Families, type Family, type SchemaIssue } from '../artifact/family.js';
 import type { ParsedManifest } from '../oci/manifest-types.js';
-import { normalizeMediaType } from '../oci/mediatype.js';
 import { OciError } from './errors.js';
 
 /**
@@ -125,17 +124,6 @@ export function typesListing(families: FamilySet): Record<string, unknown>[] {
     .map((f) => describeFamily(f, { schema: true }));
 }
 
-/**
- * The family whose `key` is `mediaType`: written exactly, else equal once both are normalized (case and
- * parameters ignored). An exact match wins, so two user families that differ only in a parameter stay apart.
- */
-export function lookupFamily(families: FamilySet, key: 'artifactType' | 'configMediaType', mediaType: string): Family | undefined {
-  const exact = key === 'artifactType' ? families.byArtifactType(mediaType) : families.byConfigMediaType(mediaType);
-  if (exact) return exact;
-  const wanted = normalizeMediaType(mediaType);
-  for (const f of families.list()) if (normalizeMediaType(f[key]) === wanted) return f;
-  return undefined;
-}
 
 /** The stored form of an envelope is JSON (canonical when lading wrote it, any JSON from other tools). */
 export function configIssues(bytes: Uint8Array, family: Family): SchemaIssue[] {
