@@ -36,6 +36,20 @@ export const ErrorCodes = {
   E_BUNDLE_CYCLE: 'bundle components refer back to a bundle being resolved',
   E_LOCK_INVALID: 'a lockfile is malformed',
   E_LOCK_MISMATCH: 'what a reference resolves to differs from the lockfile',
+  E_KEY_INVALID: 'a key file is malformed, of an unsupported kind, or its passphrase is wrong',
+  E_BUNDLE_INVALID: 'a signature bundle or signature layer is malformed',
+  E_SIGNATURE_MISSING: 'no signature was found where one is required',
+  E_SIGNATURE_INVALID: 'a signature does not verify over the content it claims to sign',
+  E_SIGNATURE_SUBJECT_MISMATCH: 'a valid signature signs other content than the artifact being verified',
+  E_KEY_UNTRUSTED: 'a signature was made by a key that is not trusted',
+  E_CERTIFICATE_INVALID: 'a signing certificate does not chain to a trusted authority, or was not valid when used',
+  E_IDENTITY_MISMATCH: "a signer's identity or OIDC issuer does not match what is trusted",
+  E_TLOG_INVALID: 'a transparency-log entry, inclusion proof or promise does not verify',
+  E_TIMESTAMP_INVALID: 'a signature has no verifiable timestamp, or one outside the validity of its signer',
+  E_TRUSTED_ROOT_INVALID: 'a trusted root file is malformed',
+  E_POLICY_INVALID: 'a trust policy file is malformed or ambiguous',
+  E_POLICY_NO_MATCH: 'no trust policy scope covers the repository',
+  E_POLICY_DENIED: 'the trust policy refused the artifact',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
