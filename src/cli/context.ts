@@ -6,6 +6,7 @@ import { Authorizer } from '../remote/auth/authorizer.js';
 import { CredentialStore } from '../remote/auth/credentials.js';
 import { undiciHttpDo } from '../remote/auth/http.js';
 import { Repository } from '../remote/repository.js';
+import { layoutRepository } from '../trust/policy.js';
 import { Transport, isLoopbackHost } from '../remote/transport.js';
 
 /** Options every verb takes. */
@@ -58,6 +59,8 @@ export interface OpenedTarget {
   /** The user-facing name of what was opened. */
   display: string;
   remote?: Reference;
+  /** How trust policies name it: `registry/path`, or `oci-layout:<absolute dir>`. */
+  scope: string;
 }
 
 /** Opens `spec` (a registry reference, or `layout:<dir>[:tag|@digest]`) as a target. */
@@ -66,13 +69,13 @@ export async function openTarget(spec: string, opts: GlobalOptions, mode: { crea
   if (parsed.kind === 'layout') {
     const target = await OciLayout.open(parsed.dir, { create: mode.create ?? false });
     const reference = parsed.digest ?? parsed.tag ?? DEFAULT_TAG;
-    return { target, reference, explicit: Boolean(parsed.digest ?? parsed.tag), display: spec };
+    return { target, reference, explicit: Boolean(parsed.digest ?? parsed.tag), display: spec, scope: layoutRepository(parsed.dir) };
   }
   const ref = parsed.ref;
   const transport = mode.transport ?? makeTransport(opts);
   const target = new Repository(ref, { transport });
   const reference = ref.digest ?? ref.tag ?? DEFAULT_TAG;
-  return { target, reference, explicit: Boolean(ref.digest ?? ref.tag), display: formatReference(ref), remote: ref };
+  return { target, reference, explicit: Boolean(ref.digest ?? ref.tag), display: formatReference(ref), remote: ref, scope: `${ref.registry}/${ref.repository}` };
 }
 
 export function parseConcurrency(value: string | undefined): number | undefined {

@@ -4,13 +4,16 @@ import { isDigest } from '../oci/digest.js';
 import { cliSignal, makeTransport, openTarget, parseConcurrency, type GlobalOptions } from './context.js';
 import { emit, humanSize, Progress } from './output.js';
 import { withCommon } from './common.js';
+import { enforceDecision, gatePolicy, withVerifyGate, type VerifyGateOptions } from './trust-options.js';
+import { verifyUnderPolicy } from '../trust/enforce.js';
+import type { PolicyDecision } from '../trust/policy.js';
 
-interface CopyOptions extends GlobalOptions {
+interface CopyOptions extends GlobalOptions, VerifyGateOptions {
   referrers?: boolean;
 }
 
 export function register(program: Command): void {
-  withCommon(
+  withVerifyGate(withCommon(
     program
       .command('copy')
       .alias('cp')
@@ -18,12 +21,19 @@ export function register(program: Command): void {
       .argument('<source>', 'registry/repository[:tag|@digest] or layout:<dir>[:tag|@digest]')
       .argument('<destination>', 'registry/repository[:tag] or layout:<dir>[:tag]; without a tag, the source tag')
       .option('-r, --referrers', 'also copy signatures, attestations and other referrers, recursively'),
-  ).action(async (source: string, destination: string, opts: CopyOptions) => {
+  )).action(async (source: string, destination: string, opts: CopyOptions) => {
     const concurrency = parseConcurrency(opts.concurrency);
     const transport = makeTransport(opts);
     const src = await openTarget(source, opts, { transport });
     // The source must resolve before a destination layout is created.
     const root = await src.target.resolve(src.reference);
+    const policy = await gatePolicy(opts);
+    let verification: PolicyDecision | undefined;
+    if (policy) {
+      // The graph copied is the one whose root was verified: the root descriptor is pinned from here on.
+      verification = await verifyUnderPolicy(src.target, root, src.scope, policy, { signal: cliSignal });
+      enforceDecision(verification, opts.json);
+    }
     const dst = await openTarget(destination, opts, { create: true, transport });
     const tag = dst.explicit ? dst.reference : isDigest(src.reference) ? undefined : src.reference;
     const progress = new Progress(!opts.json);
@@ -36,7 +46,7 @@ export function register(program: Command): void {
       });
       await name(dst.target, root, tag && !isDigest(tag) ? tag : undefined);
       progress.stop();
-      emit(opts.json, { source: src.display, destination: dst.display, tag, ...result }, () => [
+      emit(opts.json, { source: src.display, destination: dst.display, tag, ...result, ...(verification ? { verification } : {}) }, () => [
         `Copied ${src.display} => ${dst.display}${tag && !dst.explicit ? `:${tag}` : ''}`,
         `Digest: ${result.root.digest}`,
         `${result.copied} copied (${humanSize(result.bytes)}), ${result.skipped} already present, ${result.mounted} mounted`,

@@ -13,6 +13,9 @@ import { register as maintenance } from './maintenance.js';
 import { register as tag } from './tag.js';
 import { register as families } from './families.js';
 import { register as resolve } from './resolve.js';
+import { register as key } from './key.js';
+import { register as sign } from './sign.js';
+import { register as verify } from './verify.js';
 
 export function buildProgram(): Command {
   const program = new Command('lading')
@@ -20,7 +23,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     .exitOverride()
     .showHelpAfterError(false);
-  for (const register of [push, pull, copy, tag, inspect, ls, resolve, families, login, serve, maintenance]) register(program);
+  for (const register of [push, pull, copy, tag, inspect, ls, resolve, families, key, sign, verify, login, serve, maintenance]) register(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

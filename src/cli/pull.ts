@@ -8,16 +8,19 @@ import { cliSignal, openTarget, parseConcurrency, type GlobalOptions } from './c
 import { emit, humanSize, Progress } from './output.js';
 import { withCommon } from './common.js';
 import { cliOpener } from './opener.js';
+import { enforceDecision, gatePolicy, withVerifyGate, type VerifyGateOptions } from './trust-options.js';
+import { verifyUnderPolicy } from '../trust/enforce.js';
+import type { PolicyDecision } from '../trust/policy.js';
 import { loadFamilies, variantSelector, withFamilies, withVariant, type FamilyOptions, type VariantOptions } from './typed-options.js';
 
-interface PullOptions extends GlobalOptions, FamilyOptions, VariantOptions {
+interface PullOptions extends GlobalOptions, FamilyOptions, VariantOptions, VerifyGateOptions {
   output: string;
   frozen?: boolean;
   lockfile: string;
 }
 
 export function register(program: Command): void {
-  withVariant(
+  withVerifyGate(withVariant(
     withFamilies(
       withCommon(
         program
@@ -29,7 +32,7 @@ export function register(program: Command): void {
           .option('--lockfile <path>', 'the lockfile --frozen checks against', LOCKFILE_NAME),
       ),
     ),
-  ).action(async (reference: string, opts: PullOptions) => {
+  )).action(async (reference: string, opts: PullOptions) => {
     const families = await loadFamilies(opts);
     const want = variantSelector(opts);
     let locked: LockEntry | undefined;
@@ -51,7 +54,17 @@ export function register(program: Command): void {
       // A bundle is frozen only if every component still resolves to its locked digest.
       if (locked.components) checkFrozenPlan(lock, await resolveBundle(cliOpener(opts), reference, families, { signal: cliSignal }));
     }
+    const policy = await gatePolicy(opts);
     const opened = await openTarget(reference, opts);
+    let verification: PolicyDecision | undefined;
+    let verifiedDigest: string | undefined;
+    if (policy) {
+      // What was verified is what is pulled: the digest is pinned, so a tag moved meanwhile fails the pull.
+      const subject = await opened.target.resolve(locked?.digest ?? opened.reference);
+      verification = await verifyUnderPolicy(opened.target, subject, opened.scope, policy, { signal: cliSignal });
+      enforceDecision(verification, opts.json);
+      verifiedDigest = subject.digest;
+    }
     const progress = new Progress(!opts.json);
     try {
       const result = await pullTyped(opened.target, opened.reference, opts.output, {
@@ -59,6 +72,7 @@ export function register(program: Command): void {
         display: `${opened.display}${opened.explicit ? '' : `:${opened.reference}`}`,
         ...(want ? { platform: want.platform, variant: want.extra } : {}),
         ...(locked ? { expectDigest: locked.digest, ...(locked.manifest ? { expectManifest: locked.manifest } : {}) } : {}),
+        ...(verifiedDigest && !locked ? { expectDigest: verifiedDigest } : {}),
         concurrency: parseConcurrency(opts.concurrency),
         onProgress: progress.listener,
         signal: cliSignal,
@@ -75,6 +89,7 @@ export function register(program: Command): void {
           ...(result.family ? { family: result.family.name, envelope: result.envelope, envelopePath: result.envelopePath } : {}),
           files: result.files.map((f) => ({ title: f.title, path: f.path, kind: f.kind, digest: f.descriptor.digest, size: f.descriptor.size })),
           skipped: result.skipped,
+          ...(verification ? { verification } : {}),
         },
         () => [
           ...result.files.map((f) => `Downloaded ${f.title}${f.kind === 'directory' ? '/' : ''} (${humanSize(f.descriptor.size)})`),
