@@ -1,8 +1,9 @@
 /**
- * `npm run bench`: the client benchmark (bench/run.ts), then the server benchmark (bench/serve.ts), each
- * as its own process so that neither shares the other's event loop, heap or exit hooks.
+ * `npm run bench`: the client benchmark (bench/run.ts), the server benchmark (bench/serve.ts), then the
+ * verification benchmark (bench/verify.ts), each as its own process so that none shares another's event
+ * loop, heap or exit hooks.
  *
- * LADING_BENCH_ONLY=client|serve runs one of them. The exit code is non-zero when either benchmark could
+ * LADING_BENCH_ONLY=client|serve|verify runs one of them. The exit code is non-zero when any benchmark could
  * not run; missed targets are reported by the benchmarks themselves and do not fail the run.
  */
 import { spawnSync } from 'node:child_process';
@@ -13,10 +14,11 @@ const here = dirname(fileURLToPath(import.meta.url));
 const parts = [
   { name: 'client', file: 'run.ts' },
   { name: 'serve', file: 'serve.ts' },
+  { name: 'verify', file: 'verify.ts' },
 ] as const;
 const only = process.env.LADING_BENCH_ONLY;
 if (only !== undefined && only !== '' && !parts.some((p) => p.name === only)) {
-  throw new Error(`LADING_BENCH_ONLY must be client or serve, not "${only}"`);
+  throw new Error(`LADING_BENCH_ONLY must be client, serve or verify, not "${only}"`);
 }
 
 let failed = 0;

@@ -55,3 +55,31 @@ export {
   type LockEntry,
   type Lockfile,
 } from './install/lockfile.js';
+
+export * from './trust/types.js';
+export { generateKeyPair, keyId, loadPrivateKey, loadPublicKey, signBytes } from './trust/keys.js';
+export { parseBundle, messageSignatureBundle, dsseBundle, bundleKind, MAX_BUNDLE_BYTES, type Bundle } from './trust/bundle.js';
+export { pae, inTotoStatement, parseStatement, type ParsedStatement, type StatementSubject } from './trust/dsse.js';
+export { simpleSigningPayload, parseSimpleSigning, legacyLayerToBundle, matchDockerReference, checkSimpleSigningSubject } from './trust/legacy.js';
+export { loadTrustedRoot, parseTrustedRoot, defaultTrustedRoot } from './trust/trusted-root.js';
+export { matchIdentity, checkIdentityMatcher } from './trust/identity.js';
+export { verifyBundle, signatureCheck, type ArtifactInput, type BundleVerification } from './trust/verify-bundle.js';
+export { signManifest, attestManifest, attachBundle, legacySignatureTag, SIGNATURE_KEY_ANNOTATION, type SignOptions, type SignResult, type AttestOptions } from './trust/attach.js';
+export { verifyManifestSignatures, verifyManifestAttestations, MAX_SIGNATURES, type VerifyOptions, type VerificationReport, type AttestationCheck } from './trust/verify-artifact.js';
+export { discoverReferrers, renderReferrerTree, type ReferrerNode, type DiscoverOptions } from './trust/discover.js';
+export { verifyUnderPolicy, adHocPolicy, type EnforceOptions } from './trust/enforce.js';
+export {
+  parsePolicy,
+  loadPolicy,
+  selectPolicy,
+  evaluatePolicy,
+  decisionError,
+  formatDecision,
+  layoutRepository,
+  normalizeRepository,
+  LAYOUT_SCOPE_PREFIX,
+  type TrustPolicy,
+  type PolicyEntry,
+  type PolicyDecision,
+  type PolicySubject,
+} from './trust/policy.js';

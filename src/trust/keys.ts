@@ -66,7 +66,8 @@ function describeUnsupported(key: KeyObject): string | undefined {
       return bits >= MIN_RSA_BITS ? undefined : `a ${bits}-bit RSA key (at least ${MIN_RSA_BITS} bits are required)`;
     }
     case 'ed25519':
-      return undefined;
+      // @sigstore/verify hashes before verifying, which Ed25519 does not allow: such a key could never verify.
+      return 'an Ed25519 key (sigstore verification here supports ECDSA and RSA keys)';
     default:
       return `a ${key.asymmetricKeyType} key`;
   }
@@ -75,7 +76,7 @@ function describeUnsupported(key: KeyObject): string | undefined {
 /** Reads a trusted public key (SubjectPublicKeyInfo PEM, as `cosign.pub` is). */
 export function loadPublicKey(pem: string | Buffer, source: string): TrustedKey {
   const text = pemText(pem, source);
-  const hint = 'a public key file holds one "-----BEGIN PUBLIC KEY-----" block (ECDSA P-256/P-384, RSA or Ed25519), like cosign.pub';
+  const hint = 'a public key file holds one "-----BEGIN PUBLIC KEY-----" block (ECDSA P-256/P-384 or RSA), like cosign.pub';
   if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)) {
     // Deriving the public half would work, but a private key handed out as a trust anchor is a mistake to stop.
     throw new LadingError('E_KEY_INVALID', `${source} holds a private key, not a public key`, { hint });
