@@ -201,6 +201,10 @@ export function trustSuite(kind: TrustRegistryKind): void {
       const e = refused(await cli(['pull', bad, '-o', out('bad'), '--policy', policy]), 'E_SIGNATURE_MISSING', 'pull unsigned');
       assert.equal(e.details.policy, 'production');
       await assert.rejects(readdir(out('bad')), { code: 'ENOENT' }, 'nothing written');
+      // A policy set in the environment is enforced without any flag.
+      const viaEnv = await lading(['pull', bad, '-o', out('bad'), '--json'], { env: { ...env, LADING_TRUST_POLICY: policy } });
+      refused(viaEnv, 'E_SIGNATURE_MISSING', 'pull unsigned under LADING_TRUST_POLICY');
+      await assert.rejects(readdir(out('bad')), { code: 'ENOENT' }, 'nothing written');
 
       const skipped = ok(await cli(['pull', sandbox, '-o', out('sandbox'), '--policy', policy]), 'pull sandbox');
       assert.equal(skipped.verification.level, 'skip');

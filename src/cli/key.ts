@@ -28,7 +28,7 @@ export function register(program: Command): void {
           if (await exists(p)) throw new LadingError('E_USAGE', `${p} exists`, { hint: 'choose another --output-key-prefix, or pass --force' });
         }
       }
-      const pair = generateKeyPair(await passphrase());
+      const pair = generateKeyPair(await passphrase({ confirm: true }));
       // The private key is readable by its owner only, from the moment it exists.
       await writeFileAtomic(privatePath, Buffer.from(pair.privateKeyPem), { mode: 0o600 });
       await writeFileAtomic(publicPath, Buffer.from(pair.publicKeyPem), { mode: 0o644 });

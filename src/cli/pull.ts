@@ -59,7 +59,6 @@ export function register(program: Command): void {
     let verification: PolicyDecision | undefined;
     let verifiedDigest: string | undefined;
     if (policy) {
-      // What was verified is what is pulled: the digest is pinned, so a tag moved meanwhile fails the pull.
       const subject = await opened.target.resolve(locked?.digest ?? opened.reference);
       verification = await verifyUnderPolicy(opened.target, subject, opened.scope, policy, { signal: cliSignal });
       enforceDecision(verification, opts.json);
@@ -67,12 +66,12 @@ export function register(program: Command): void {
     }
     const progress = new Progress(!opts.json);
     try {
-      const result = await pullTyped(opened.target, opened.reference, opts.output, {
+      // What was verified is pulled by digest, so a tag moved meanwhile cannot substitute other bytes.
+      const result = await pullTyped(opened.target, verifiedDigest ?? opened.reference, opts.output, {
         families,
         display: `${opened.display}${opened.explicit ? '' : `:${opened.reference}`}`,
         ...(want ? { platform: want.platform, variant: want.extra } : {}),
         ...(locked ? { expectDigest: locked.digest, ...(locked.manifest ? { expectManifest: locked.manifest } : {}) } : {}),
-        ...(verifiedDigest && !locked ? { expectDigest: verifiedDigest } : {}),
         concurrency: parseConcurrency(opts.concurrency),
         onProgress: progress.listener,
         signal: cliSignal,

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { LadingError } from '../errors.js';
 import { checkIdentityMatcher } from '../trust/identity.js';
@@ -63,10 +63,17 @@ export async function anchorsFromOptions(opts: TrustOptions): Promise<TrustAncho
   return anchors;
 }
 
+/** Key files are a few kilobytes; anything far larger is not one (and /dev/zero must not be read whole). */
+const MAX_KEY_FILE_BYTES = 64 * 1024;
+
 async function readKeyFile(path: string): Promise<Buffer> {
   try {
+    const st = await stat(path);
+    if (!st.isFile()) throw new LadingError('E_KEY_INVALID', `${path} is not a regular file`);
+    if (st.size > MAX_KEY_FILE_BYTES) throw new LadingError('E_KEY_INVALID', `${path} is ${st.size} bytes, too large for a key file`);
     return await readFile(path);
   } catch (err) {
+    if (err instanceof LadingError) throw err;
     throw new LadingError('E_KEY_INVALID', `cannot read key ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
 }
@@ -76,11 +83,22 @@ export async function signingKey(path: string): Promise<KeyObject> {
   return loadPrivateKey(await readKeyFile(path), await passphrase());
 }
 
-/** LADING_PASSWORD, else the first line of stdin (never echoed, never printed). */
-export async function passphrase(): Promise<string> {
+/**
+ * LADING_PASSWORD, else read from stdin: on a terminal, asked for with echo off (and asked twice when
+ * `confirm`, so that a typo cannot make a key nobody can open); otherwise the first line of the pipe.
+ */
+export async function passphrase(opts: { confirm?: boolean } = {}): Promise<string> {
   const env = process.env.LADING_PASSWORD;
   if (env !== undefined) return env;
-  if (process.stdin.isTTY) process.stderr.write('Passphrase: ');
+  if (!process.stdin.isTTY) return firstLine();
+  const first = await askHidden('Passphrase: ');
+  if (opts.confirm && (await askHidden('Passphrase again: ')) !== first) {
+    throw new LadingError('E_USAGE', 'the passphrases differ', { hint: 'run the command again' });
+  }
+  return first;
+}
+
+async function firstLine(): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of process.stdin) {
@@ -88,8 +106,35 @@ export async function passphrase(): Promise<string> {
     size += (chunk as Buffer).length;
     if ((chunk as Buffer).includes(10) || size > 4096) break;
   }
-  const line = Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
-  return line;
+  return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
+}
+
+/** Reads one line from the terminal in raw mode, so that nothing typed is shown. */
+function askHidden(prompt: string): Promise<string> {
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  return new Promise((resolve, reject) => {
+    let typed = '';
+    const finish = (err?: Error): void => {
+      stdin.setRawMode(false);
+      stdin.pause();
+      stdin.off('data', onData);
+      process.stderr.write('\n');
+      if (err) reject(err);
+      else resolve(typed);
+    };
+    const onData = (chunk: Buffer): void => {
+      for (const ch of chunk.toString('utf8')) {
+        if (ch === '\r' || ch === '\n') return finish();
+        if (ch === '\u0003') return finish(new LadingError('E_ABORTED', 'interrupted at the passphrase prompt'));
+        if (ch === '\u007f' || ch === '\b') typed = typed.slice(0, -1);
+        else if (typed.length < 4096) typed += ch;
+      }
+    };
+    stdin.setRawMode(true);
+    stdin.resume();
+    stdin.on('data', onData);
+  });
 }
 
 /** Options of the verbs that can verify before they act (pull, copy). */
@@ -101,12 +146,14 @@ export interface VerifyGateOptions {
 export function withVerifyGate(cmd: Command): Command {
   return cmd
     .option('--verify', 'verify signatures under the trust policy first, and refuse what it does not allow')
-    .option('--policy <file>', 'the trust policy (YAML or JSON); implies --verify (LADING_TRUST_POLICY too)');
+    .option('--policy <file>', 'the trust policy (YAML or JSON); implies --verify. LADING_TRUST_POLICY set also turns verification on');
 }
 
 /** The policy to enforce, or undefined when the user did not ask for verification. */
 export async function gatePolicy(opts: VerifyGateOptions): Promise<TrustPolicy | undefined> {
-  const path = opts.policy ?? (opts.verify ? process.env.LADING_TRUST_POLICY : undefined);
+  // A policy configured in the environment is enforced: an administrator who sets it expects no unverified pulls.
+  const fromEnv = process.env.LADING_TRUST_POLICY || undefined;
+  const path = opts.policy ?? fromEnv;
   if (path === undefined) {
     if (opts.verify) {
       throw new LadingError('E_USAGE', '--verify needs a trust policy', { hint: 'pass --policy FILE or set LADING_TRUST_POLICY' });

@@ -35,9 +35,10 @@ export function register(program: Command): void {
         .option('--all', 'check every signature, not only until one verifies'),
     ),
   ).action(async (reference: string, opts: VerifyOptions) => {
+    refuseMixedTrust(opts);
+    const policy = opts.policy !== undefined ? await loadPolicy(opts.policy) : adHocPolicy(await anchorsFromOptions(opts));
     const opened = await openTarget(reference, opts);
     const subject = await opened.target.resolve(opened.reference);
-    const policy = opts.policy !== undefined ? await loadPolicy(opts.policy) : adHocPolicy(await anchorsFromOptions(opts));
     const decision = await verifyUnderPolicy(opened.target, subject, opened.scope, policy, { all: opts.all ?? false, signal: cliSignal });
     if (!decision.allowed) throw decisionError(decision);
     emit(opts.json, decision, () => formatDecision(decision));
@@ -54,10 +55,11 @@ export function register(program: Command): void {
         .option('--all', 'check every attestation of the type, not only until one verifies'),
     ),
   ).action(async (reference: string, opts: VerifyOptions & { type: string }) => {
+    refuseMixedTrust(opts);
+    const policy = opts.policy !== undefined ? await loadPolicy(opts.policy) : adHocPolicy(await anchorsFromOptions(opts));
     const opened = await openTarget(reference, opts);
     const subject = await opened.target.resolve(opened.reference);
-    const entry: PolicyEntry =
-      opts.policy !== undefined ? selectPolicy(await loadPolicy(opts.policy), opened.scope) : adHocPolicy(await anchorsFromOptions(opts));
+    const entry: PolicyEntry = 'policies' in policy ? selectPolicy(policy, opened.scope) : policy;
     const where = { repository: opened.scope, digest: subject.digest };
     if (entry.level === 'skip') {
       const decision = evaluatePolicy(entry, [], where);
@@ -65,7 +67,8 @@ export function register(program: Command): void {
       return;
     }
     const report = await verifyManifestAttestations(opened.target, subject, opts.type, { anchors: entry.anchors, all: opts.all ?? false, signal: cliSignal });
-    const decision = evaluatePolicy(entry, report.checks, where);
+    // Asking for an attestation means wanting one: "unsigned is fine" in a policy does not make none enough.
+    const decision = evaluatePolicy(entry, report.checks, where, { requireSignature: true });
     if (!decision.allowed) throw decisionError(decision);
     const verified = report.checks.filter((c) => c.ok);
     emit(opts.json, { ...decision, attestations: verified.map((c) => ({ where: c.where, signer: c.signer, predicateType: c.predicateType, predicate: c.predicate })) }, () => formatDecision(decision));
@@ -82,6 +85,9 @@ export function register(program: Command): void {
   ).action(async (artifact: string, opts: TrustOptions & GlobalOptions & { bundle: string }) => {
     const anchors = await anchorsFromOptions(opts);
     const bundle = parseBundle(await readBounded(opts.bundle, MAX_BUNDLE_BYTES), opts.bundle);
+    if (/^sha(256|384|512):/i.test(artifact) && !isDigest(artifact)) {
+      throw new LadingError('E_USAGE', `"${artifact}" is not a valid digest`, { hint: 'write sha256:<64 lower-case hex digits> or sha512:<128 lower-case hex digits>' });
+    }
     const isDigestArg = isDigest(artifact);
     let input: { bytes: Buffer } | { digest: string };
     if (isDigestArg) input = { digest: artifact };
@@ -107,6 +113,24 @@ export function register(program: Command): void {
     const tree = await discoverReferrers(opened.target, subject, { depth, signal: cliSignal });
     emit(opts.json, { reference: opened.display, subject, referrers: tree }, () => renderReferrerTree(`${opened.display}@${subject.digest}`, tree));
   });
+}
+
+/** A policy says whom to trust; keys or identities given beside it would be silently ignored. */
+function refuseMixedTrust(opts: VerifyOptions): void {
+  if (opts.policy === undefined) return;
+  const flags = [
+    opts.key.length > 0 ? '--key' : undefined,
+    opts.certificateIdentity !== undefined ? '--certificate-identity' : undefined,
+    opts.certificateIdentityRegexp !== undefined ? '--certificate-identity-regexp' : undefined,
+    opts.certificateOidcIssuer !== undefined ? '--certificate-oidc-issuer' : undefined,
+    opts.certificateOidcIssuerRegexp !== undefined ? '--certificate-oidc-issuer-regexp' : undefined,
+    opts.trustedRoot !== undefined ? '--trusted-root' : undefined,
+  ].filter((f): f is string => f !== undefined);
+  if (flags.length > 0) {
+    throw new LadingError('E_USAGE', `--policy decides whom to trust; ${flags.join(', ')} cannot be given with it`, {
+      hint: 'put the keys and identities in the policy, or drop --policy',
+    });
+  }
 }
 
 /** The algorithm the bundle's in-toto subjects use (sha256 unless only sha512 is given). */

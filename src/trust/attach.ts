@@ -132,8 +132,8 @@ export async function attachBundle(target: Target, subject: Descriptor, bundle: 
 }
 
 /**
- * Adds one simple-signing layer to the `.sig` manifest of `subject`, creating it if needed. A second
- * signature of the same payload by the same key is a new layer only when its signature differs.
+ * Adds one simple-signing layer to the `.sig` manifest of `subject`, creating it if needed. Like cosign,
+ * this is a read-modify-write of the tag: two signers at the same moment can lose one layer.
  */
 async function appendLegacySignature(
   target: Target,

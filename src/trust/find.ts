@@ -19,27 +19,37 @@ export interface BundleReferrer {
   keyId?: string;
 }
 
-/** Lists the sigstore bundle referrers of `subject` (referrers API, else the tag schema). */
-export async function listBundleReferrers(target: Target, subject: Descriptor, limit: number): Promise<BundleReferrer[]> {
+/**
+ * Lists the sigstore bundle referrers of `subject` (referrers API, else the tag schema) that `keep`
+ * accepts; at most `limit` of them, so that others' attachments cannot crowd out what is looked for.
+ */
+export async function listBundleReferrers(
+  target: Target,
+  subject: Descriptor,
+  limit: number,
+  keep: (r: BundleReferrer) => boolean = () => true,
+): Promise<BundleReferrer[]> {
   if (!isReferrerLister(target)) {
     throw new LadingError('E_UNSUPPORTED', 'this target cannot list referrers', { hint: 'verify against a registry or an OCI layout' });
   }
   const out: BundleReferrer[] = [];
   for await (const d of target.referrers(subject, BUNDLE_MEDIA_TYPE)) {
     if (d.artifactType !== BUNDLE_MEDIA_TYPE) continue;
+    const a = d.annotations ?? {};
+    const r: BundleReferrer = {
+      descriptor: d,
+      ...(a[BUNDLE_CONTENT_ANNOTATION] ? { content: a[BUNDLE_CONTENT_ANNOTATION] } : {}),
+      ...(a[BUNDLE_PREDICATE_TYPE_ANNOTATION] ? { predicateType: a[BUNDLE_PREDICATE_TYPE_ANNOTATION] } : {}),
+      ...(a[SIGNATURE_KEY_ANNOTATION] ? { keyId: a[SIGNATURE_KEY_ANNOTATION] } : {}),
+    };
+    if (!keep(r)) continue;
     if (out.length >= limit) {
       throw new LadingError('E_TOO_LARGE', `${subject.digest} has more than ${limit} signature referrers`, {
         hint: 'raise the limit only if that many signatures are expected',
         details: { limit },
       });
     }
-    const a = d.annotations ?? {};
-    out.push({
-      descriptor: d,
-      ...(a[BUNDLE_CONTENT_ANNOTATION] ? { content: a[BUNDLE_CONTENT_ANNOTATION] } : {}),
-      ...(a[BUNDLE_PREDICATE_TYPE_ANNOTATION] ? { predicateType: a[BUNDLE_PREDICATE_TYPE_ANNOTATION] } : {}),
-      ...(a[SIGNATURE_KEY_ANNOTATION] ? { keyId: a[SIGNATURE_KEY_ANNOTATION] } : {}),
-    });
+    out.push(r);
   }
   return out;
 }
@@ -67,6 +77,9 @@ export async function fetchReferrerBundle(target: Target, referrer: Descriptor, 
   return fetchBytes(target, layer, MAX_BUNDLE_BYTES, signal);
 }
 
+/** cosign appends one layer per signature; more than this many is not a signature list anyone made. */
+export const MAX_LEGACY_SIGNATURES = 1000;
+
 /** The layers of cosign's `.sig` manifest for `subject`, or none when the tag does not exist. */
 export async function legacySignatureLayers(target: Target, subject: Descriptor, signal?: AbortSignal): Promise<{ tag: string; layers: Descriptor[] }> {
   const tag = legacySignatureTag(subject.digest);
@@ -79,5 +92,8 @@ export async function legacySignatureLayers(target: Target, subject: Descriptor,
   }
   const parsed = parseManifest(await fetchBytes(target, desc, undefined, signal), desc.mediaType);
   if (parsed.kind !== 'manifest') throw new LadingError('E_BUNDLE_INVALID', `${tag} does not hold a signature manifest`);
+  if (parsed.manifest.layers.length > MAX_LEGACY_SIGNATURES) {
+    throw new LadingError('E_TOO_LARGE', `${tag} has ${parsed.manifest.layers.length} signature layers, more than ${MAX_LEGACY_SIGNATURES}`);
+  }
   return { tag, layers: parsed.manifest.layers };
 }

@@ -18,7 +18,7 @@ function pemText(pem: string | Buffer, what: string): string {
 export function generateKeyPair(passphrase: string): { privateKeyPem: string; publicKeyPem: string } {
   if (typeof passphrase !== 'string' || passphrase === '') {
     throw new LadingError('E_KEY_INVALID', 'refusing to write an unencrypted private key: the passphrase is empty', {
-      hint: 'give a passphrase (e.g. through LADING_KEY_PASSPHRASE)',
+      hint: 'give a passphrase (e.g. through LADING_PASSWORD)',
     });
   }
   const { privateKey, publicKey } = generateKeyPairSync('ec', {

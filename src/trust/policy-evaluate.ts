@@ -18,6 +18,16 @@ export interface PolicySubject {
   digest: string;
 }
 
+export interface EvaluateOptions {
+  /**
+   * Treat finding nothing as E_SIGNATURE_MISSING even under `signatures: optional` (under audit: still
+   * allowed, with the code set). For commands whose whole point is a signature, such as verify-attestation,
+   * where "nothing found, accepted" would report success for something that was never checked.
+   * A skip policy still skips.
+   */
+  requireSignature?: boolean;
+}
+
 export interface PolicyDecision {
   policy: string;
   level: PolicyLevel;
@@ -72,9 +82,10 @@ function subjectString(s: PolicySubject): string {
 /**
  * Applies one policy to the signature checks made for a subject. `enforce` allows when at least one
  * signature verified; `audit` decides the same way but always allows, turning a refusal into a warning;
- * `skip` allows without looking.
+ * `skip` allows without looking. With `requireSignature`, no checks at all is refused even where the policy
+ * makes signatures optional.
  */
-export function evaluatePolicy(entry: PolicyEntry, checks: SignatureCheck[], subject: PolicySubject): PolicyDecision {
+export function evaluatePolicy(entry: PolicyEntry, checks: SignatureCheck[], subject: PolicySubject, options: EvaluateOptions = {}): PolicyDecision {
   const base = { policy: entry.name, level: entry.level, checks, subject };
   if (entry.level === 'skip') {
     return { ...base, allowed: true, message: `verification skipped by policy ${entry.name}`, warnings: [] };
@@ -90,12 +101,15 @@ export function evaluatePolicy(entry: PolicyEntry, checks: SignatureCheck[], sub
     // Extra signatures that do not verify are normal (other parties sign too), but worth seeing.
     for (const c of bad) warnings.push(`ignored signature ${describeFailure(c)}`);
   } else if (checks.length === 0) {
-    if (entry.signatures === 'optional') {
+    if (entry.signatures === 'optional' && options.requireSignature !== true) {
       message = `${subjectString(subject)} is unsigned, which policy ${entry.name} accepts`;
       warnings.push(`unsigned: no signature found for ${subjectString(subject)}`);
     } else {
       code = 'E_SIGNATURE_MISSING';
-      message = `no signature found for ${subjectString(subject)}; policy ${entry.name} requires one`;
+      message =
+        entry.signatures === 'optional'
+          ? `no signature found for ${subjectString(subject)}; this command requires one, though policy ${entry.name} makes signatures optional`
+          : `no signature found for ${subjectString(subject)}; policy ${entry.name} requires one`;
     }
   } else {
     // Even under `signatures: optional`: a signature that fails is evidence of tampering or a wrong signer,

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,11 +13,13 @@ import {
   formatDecision,
   layoutRepository,
   loadPolicy,
+  normalizeRepository,
   parsePolicy,
   selectPolicy,
   type PolicyEntry,
   type TrustPolicy,
 } from './policy.js';
+import { segmentMatches, segmentsMatch } from './policy-scope.js';
 import type { SignatureCheck } from './types.js';
 
 const PUBLIC_GOOD_ROOT = fileURLToPath(new URL('../../assets/trusted-root.public-good.json', import.meta.url));
@@ -179,6 +181,33 @@ test('skip: refused on the "*" policy and with trust anchors; fine on named repo
   assert.deepEqual(policy.policies[0]!.anchors, { keys: [], identities: [] });
 });
 
+test('a registry host of only wildcards is refused at every level; skip needs a literal host', async () => {
+  for (const host of ['*.*', '*:*', '*.*.*', '*.*:*', '*.']) {
+    for (const level of ['enforce', 'audit'] as const) {
+      await rejects(doc([enforce('a', [`${host}/**`], { level })]), 'E_POLICY_INVALID', `registry host "${host}" made only of wildcards`);
+    }
+    await rejects(doc([{ name: 'a', scopes: [`${host}/app`], level: 'skip' }]), 'E_POLICY_INVALID', 'made only of wildcards');
+  }
+  // The bypass of "skip is not allowed on *": a host glob next to a literal scope.
+  const err = await rejects(
+    doc([{ name: 'dev', scopes: ['localhost/**', '*.*/**'], level: 'skip' }]),
+    'E_POLICY_INVALID',
+    'policies[0].scopes[1]',
+  );
+  assert.ok(err.message.includes('made only of wildcards'), err.message);
+  for (const scope of ['*.example.com/**', '*.io/dev/**', '*:5000/**', 'registry.*/dev', 'reg*.example.com/app']) {
+    await rejects(doc([{ name: 'dev', scopes: ['localhost/**', scope], level: 'skip' }]), 'E_POLICY_INVALID', 'policies[0].scopes[1]: a skip policy cannot use scope');
+    // The same host globs are fine where signatures are checked.
+    const ok = await parse(doc([enforce('hosts', [scope])]));
+    assert.equal(ok.policies[0]!.level, 'enforce');
+  }
+  // Skip with literal hosts, including Hub and its path globs, is allowed.
+  const skip = await parse(doc([{ name: 'dev', scopes: ['localhost:5000/**', 'docker.io/dev/*', 'scratch*'], level: 'skip' }, enforce('g', ['*'])]));
+  assert.equal(selectPolicy(skip, 'localhost:5000/a/b').name, 'dev');
+  assert.equal(selectPolicy(skip, 'scratchpad').name, 'dev');
+  assert.equal(selectPolicy(skip, 'quay.io/a/b').name, 'g');
+});
+
 test('enforce and audit policies need a key or an identity', async () => {
   await rejects(doc([{ name: 'a', scopes: ['a.io/x'], level: 'enforce' }]), 'E_POLICY_INVALID', 'policies[0]: a enforce policy needs at least one key or identity');
   await rejects(doc([{ name: 'a', scopes: ['a.io/x'], level: 'audit', keys: [], identities: [] }]), 'E_POLICY_INVALID', 'needs at least one key or identity');
@@ -330,6 +359,43 @@ test('repositories are normalized like references: Docker Hub, host case, tags a
   throwsCode(() => selectPolicy(p, 'localhost:5000/Team/App'), 'E_REFERENCE_INVALID');
 });
 
+test('every spelling of a Docker Hub repository selects the same policy, in scopes and in names', async () => {
+  const spellings = [
+    'nginx',
+    'nginx:1.25',
+    'library/nginx',
+    'docker.io/library/nginx',
+    'docker.io/nginx',
+    'DOCKER.IO/nginx',
+    'Docker.Io/library/nginx',
+    'index.docker.io/library/nginx',
+    'INDEX.DOCKER.IO/library/nginx',
+    'index.docker.io/nginx',
+    'registry-1.docker.io/library/nginx',
+    'REGISTRY-1.DOCKER.IO/nginx',
+    `registry-1.docker.io/library/nginx@sha256:${'d'.repeat(64)}`,
+  ];
+  const p = await parse(doc([enforce('nginx', ['nginx']), enforce('global', ['*'])]));
+  for (const name of spellings) assert.equal(selectPolicy(p, name).name, 'nginx', name);
+  assert.equal(normalizeRepository('REGISTRY-1.DOCKER.IO/nginx'), 'docker.io/library/nginx');
+  // Written in any spelling, the scope is the same one: it collides with the plain name and selects alike.
+  for (const scope of spellings.filter((s) => !s.includes(':') && !s.includes('@'))) {
+    await rejects(doc([enforce('a', ['nginx']), enforce('b', [scope])]), 'E_POLICY_INVALID', 'both are docker.io/library/nginx');
+    const q = await parse(doc([enforce('hub', [scope]), enforce('global', ['*'])]));
+    for (const name of spellings) assert.equal(selectPolicy(q, name).name, 'hub', `${scope} ← ${name}`);
+  }
+  // Not Hub: a look-alike host, and Hub's aliases with their own organisations.
+  assert.equal(selectPolicy(p, 'docker.io.evil/library/nginx').name, 'global');
+  assert.equal(selectPolicy(p, 'registry-1.docker.io/org/nginx').name, 'global');
+  // Globs over Hub: every alias reaches them, and "**" under Hub is not put under library/.
+  const globs = await parse(doc([enforce('official', ['REGISTRY-1.DOCKER.IO/*']), enforce('hub', ['INDEX.DOCKER.IO/**'])]));
+  assert.equal(selectPolicy(globs, 'nginx').name, 'official');
+  assert.equal(selectPolicy(globs, 'docker.io/library/nginx').name, 'official');
+  assert.equal(selectPolicy(globs, 'registry-1.docker.io/org/app').name, 'hub');
+  assert.equal(selectPolicy(globs, 'DOCKER.IO/org/team/app').name, 'hub');
+  await rejects(doc([enforce('a', ['docker.io/**']), enforce('b', ['registry-1.docker.io/**'])]), 'E_POLICY_INVALID', 'both are docker.io/**');
+});
+
 test('the glob with more literal characters wins; equal ones in two policies are ambiguous', async () => {
   const p = await parse(doc([enforce('short', ['a.io/team/*']), enforce('long', ['a.io/team/app-*']), enforce('other', ['a.io/*m/app-web'])]));
   assert.equal(selectPolicy(p, 'a.io/team/app-cli').name, 'long');
@@ -352,6 +418,59 @@ test('whole registries and host globs: docker.io/** covers all of Docker Hub, *.
   throwsCode(() => selectPolicy(p, 'example.com.evil/x'), 'E_POLICY_NO_MATCH');
 });
 
+test('glob matching: "*" within a segment, "**" over whole segments', () => {
+  const cases: [string, string, boolean][] = [
+    ['', '', true],
+    ['*', '', true],
+    ['*', 'abc', true],
+    ['a*', 'a', true],
+    ['a*c', 'abbbc', true],
+    ['a*c', 'abbbcd', false],
+    ['*b*', 'aaa', false],
+    ['*b*', 'aba', true],
+    ['a*b*c', 'aXbYc', true],
+    ['a*b*c', 'aXcYb', false],
+    ['app-*', 'app-', true],
+    ['app-*', 'ap', false],
+    ['a.b', 'aXb', false],
+    ['*a', 'aaaa', true],
+    ['a*a', 'a', false],
+  ];
+  for (const [pattern, text, want] of cases) assert.equal(segmentMatches(pattern, text), want, `${pattern} ~ ${text}`);
+  const seg = (s: string) => s.split('/');
+  assert.equal(segmentsMatch(seg('h/**'), seg('h/a')), true);
+  assert.equal(segmentsMatch(seg('h/**'), seg('h/a/b/c')), true);
+  assert.equal(segmentsMatch(seg('h/**'), seg('h')), false);
+  assert.equal(segmentsMatch(seg('h/**/x'), seg('h/x')), false);
+  assert.equal(segmentsMatch(seg('h/**/x'), seg('h/a/b/x')), true);
+  assert.equal(segmentsMatch(seg('h/**/x/**'), seg('h/a/b/x')), false);
+  assert.equal(segmentsMatch(seg('h/**/x/**'), seg('h/a/x/b/x/c')), true);
+  assert.equal(segmentsMatch(seg('h/**/**'), seg('h/a')), false);
+  assert.equal(segmentsMatch(seg('h/**/**'), seg('h/a/b')), true);
+  assert.equal(segmentsMatch(seg('h/*/a*'), seg('h/x/ab')), true);
+  assert.equal(segmentsMatch(seg('h/*/a*'), seg('h/x/y/ab')), false);
+  assert.equal(segmentsMatch(seg('h/**'), ['h', '']), false);
+});
+
+test('pathological globs match in linear-ish time (a backtracking matcher would hang here)', async () => {
+  const stars = `registry.example.com/${'a*'.repeat(12)}b`;
+  const deep = `registry.example.com/${'**/'.repeat(5)}b*b*b*b*c`;
+  const p = await parse(doc([enforce('stars', [stars]), enforce('deep', [deep]), enforce('g', ['*'])]));
+  const miss = `registry.example.com/${'a'.repeat(60)}`;
+  const hit = `registry.example.com/${'a'.repeat(59)}b`;
+  const deepMiss = `registry.example.com/${'x/'.repeat(30)}${'b'.repeat(60)}`;
+  const deepHit = `registry.example.com/${'x/'.repeat(30)}${'b'.repeat(60)}c`;
+  for (let i = 0; i < 1000; i++) {
+    assert.equal(selectPolicy(p, miss).name, 'g');
+    assert.equal(selectPolicy(p, hit).name, 'stars');
+  }
+  for (let i = 0; i < 100; i++) {
+    assert.equal(selectPolicy(p, deepMiss).name, 'g');
+    assert.equal(selectPolicy(p, deepHit).name, 'deep');
+  }
+  assert.equal(segmentMatches('a*'.repeat(200) + 'b', 'a'.repeat(5000)), false);
+});
+
 test('no matching scope is E_POLICY_NO_MATCH', async () => {
   const p = await parse(doc([enforce('a', ['a.io/x'])]));
   const err = throwsCode(() => selectPolicy(p, 'b.io/x'), 'E_POLICY_NO_MATCH', 'b.io/x');
@@ -372,6 +491,22 @@ test('layout scopes: oci-layout:<dir>, relative to the policy file, never matche
   assert.equal(selectPolicy(global, `oci-layout:${dir}`).name, 'g');
   const hostGlob = await parse(doc([enforce('hosts', ['*:5000/**'])]));
   throwsCode(() => selectPolicy(hostGlob, `oci-layout:${dir}`), 'E_POLICY_NO_MATCH');
+});
+
+test('layout paths resolve symlinks: a linked path selects the policy of its real directory', async () => {
+  const { dir } = workspace();
+  mkdirSync(join(dir, 'real', 'app'), { recursive: true });
+  symlinkSync(join(dir, 'real'), join(dir, 'link'), 'dir');
+  const p = await parse(doc([enforce('app', ['oci-layout:real/app']), enforce('all', ['oci-layout:real/**']), enforce('g', ['*'])]), dir);
+  assert.equal(layoutRepository(join(dir, 'link', 'app')), layoutRepository(join(dir, 'real', 'app')));
+  assert.equal(selectPolicy(p, `oci-layout:${join(dir, 'link', 'app')}`).name, 'app');
+  assert.equal(selectPolicy(p, `oci-layout:${join(dir, 'link', 'app')}/`).name, 'app');
+  // A directory not made yet, under a linked parent, is resolved as far as the path exists.
+  assert.equal(selectPolicy(p, `oci-layout:${join(dir, 'link', 'new', 'x')}`).name, 'all');
+  // A scope written through the link means the real directory too.
+  const viaLink = await parse(doc([enforce('app', ['oci-layout:link/app']), enforce('g', ['*'])]), dir);
+  assert.equal(selectPolicy(viaLink, `oci-layout:${join(dir, 'real', 'app')}`).name, 'app');
+  assert.equal(selectPolicy(viaLink, `oci-layout:${join(dir, 'real', 'other')}`).name, 'g');
 });
 
 test('hand-built entries (no file) are selectable', () => {
@@ -482,6 +617,28 @@ test('audit: decides like enforce but always allows, keeping the code and warnin
   const optionalBad = evaluatePolicy(entry('audit', 'optional'), [WRONG_ID], SUBJECT);
   assert.equal(optionalBad.allowed, true);
   assert.equal(optionalBad.code, 'E_IDENTITY_MISMATCH');
+});
+
+test('requireSignature: nothing found is E_SIGNATURE_MISSING even where signatures are optional', () => {
+  const enforced = evaluatePolicy(entry('enforce', 'optional'), [], SUBJECT, { requireSignature: true });
+  assert.equal(enforced.allowed, false);
+  assert.equal(enforced.code, 'E_SIGNATURE_MISSING');
+  assert.ok(enforced.message.includes('no signature found'), enforced.message);
+  assert.equal(decisionError(enforced).code, 'E_SIGNATURE_MISSING');
+  const audited = evaluatePolicy(entry('audit', 'optional'), [], SUBJECT, { requireSignature: true });
+  assert.equal(audited.allowed, true);
+  assert.equal(audited.code, 'E_SIGNATURE_MISSING');
+  assert.match(audited.message, /^audit: would deny/);
+  // Required signatures decide as before; a found signature still allows; skip still skips.
+  assert.equal(evaluatePolicy(entry('enforce'), [], SUBJECT, { requireSignature: true }).code, 'E_SIGNATURE_MISSING');
+  const good = evaluatePolicy(entry('enforce', 'optional'), [GOOD], SUBJECT, { requireSignature: true });
+  assert.equal(good.allowed, true);
+  assert.equal(good.code, undefined);
+  const skipped = evaluatePolicy(entry('skip'), [], SUBJECT, { requireSignature: true });
+  assert.equal(skipped.allowed, true);
+  assert.equal(skipped.code, undefined);
+  // Without the option (or with it false) optional still accepts the unsigned.
+  assert.equal(evaluatePolicy(entry('enforce', 'optional'), [], SUBJECT, { requireSignature: false }).allowed, true);
 });
 
 test('formatDecision lists the subject, the policy and every check', () => {

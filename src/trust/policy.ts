@@ -4,13 +4,13 @@ import { LadingError, isLadingError } from '../errors.js';
 import { parseStructuredText } from '../artifact/envelope.js';
 import { checkIdentityMatcher } from './identity.js';
 import { loadPublicKey } from './keys.js';
-import { evaluatePolicy, type PolicyDecision, type PolicyEntry, type PolicyLevel, type PolicySubject, type SignatureRequirement } from './policy-evaluate.js';
+import { evaluatePolicy, type EvaluateOptions, type PolicyDecision, type PolicyEntry, type PolicyLevel, type PolicySubject, type SignatureRequirement } from './policy-evaluate.js';
 import { GLOBAL_SCOPE, compileScope, normalizeRepository, scopeMatches, type CompiledScope } from './policy-scope.js';
 import { loadTrustedRoot } from './trusted-root.js';
 import type { IdentityMatcher, SignatureCheck, TrustedKey, TrustedRootMaterial } from './types.js';
 
 export { decisionError, describeSigner, evaluatePolicy, formatDecision } from './policy-evaluate.js';
-export type { PolicyDecision, PolicyEntry, PolicyLevel, PolicySubject, SignatureRequirement } from './policy-evaluate.js';
+export type { EvaluateOptions, PolicyDecision, PolicyEntry, PolicyLevel, PolicySubject, SignatureRequirement } from './policy-evaluate.js';
 export { LAYOUT_SCOPE_PREFIX, layoutRepository, normalizeRepository } from './policy-scope.js';
 
 /**
@@ -183,6 +183,15 @@ function readEntry(r: PolicyReader, raw: unknown, where: string): EntryDraft {
   if (level === 'skip') {
     if (scopes.some((s) => s.kind === 'global')) {
       throw r.fail(`${where}.level`, 'a policy with scope "*" cannot skip verification', 'skip only named repositories; "*" should enforce or audit');
+    }
+    // A host glob (`*.io/**`, `*.example.com/**`) reaches registries nobody listed; skipping must name its hosts.
+    const hostGlob = scopes.findIndex((s) => s.hostGlob);
+    if (hostGlob >= 0) {
+      throw r.fail(
+        `${where}.scopes[${hostGlob}]`,
+        `a skip policy cannot use scope "${scopes[hostGlob]!.written}", whose registry host has a wildcard`,
+        'name each registry host that skips verification literally, e.g. registry.example.com/dev/**',
+      );
     }
     const extra = (['keys', 'identities', 'trustedRoot', 'signatures'] as const).find((f) => obj[f] !== undefined);
     // A skip policy verifies nothing; trust anchors on it suggest the author meant another level.
@@ -373,6 +382,6 @@ export function selectPolicy(policy: TrustPolicy, repository: string): PolicyEnt
 }
 
 /** Selects the policy for a subject and applies it to the checks made. */
-export function decide(policy: TrustPolicy, checks: SignatureCheck[], subject: PolicySubject): PolicyDecision {
-  return evaluatePolicy(selectPolicy(policy, subject.repository), checks, subject);
+export function decide(policy: TrustPolicy, checks: SignatureCheck[], subject: PolicySubject, options: EvaluateOptions = {}): PolicyDecision {
+  return evaluatePolicy(selectPolicy(policy, subject.repository), checks, subject, options);
 }

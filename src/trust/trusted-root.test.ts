@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -37,6 +37,21 @@ describe('loadTrustedRoot', () => {
     ];
     for (const path of cases) {
       await assert.rejects(loadTrustedRoot(path), (e) => isLadingError(e, 'E_TRUSTED_ROOT_INVALID'), path);
+    }
+  });
+
+  it('refuses a directory, a device and an oversized file without reading them whole', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lading-root-'));
+    const big = join(dir, 'big.json');
+    writeFileSync(big, '');
+    truncateSync(big, 4 * 1024 * 1024 + 1);
+    const cases: [string, RegExp][] = [
+      [dir, /not a regular file/],
+      [big, /larger than/],
+    ];
+    if (process.platform !== 'win32') cases.push(['/dev/zero', /not a regular file/]);
+    for (const [path, why] of cases) {
+      await assert.rejects(loadTrustedRoot(path), (e) => isLadingError(e, 'E_TRUSTED_ROOT_INVALID') && why.test(e.message), path);
     }
   });
 

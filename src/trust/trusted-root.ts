@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { TrustedRoot } from '@sigstore/protobuf-specs';
 import { toTrustMaterial, type TrustMaterial } from '@sigstore/verify';
@@ -72,11 +72,48 @@ export function defaultTrustedRoot(): TrustedRootMaterial {
 
 export async function loadTrustedRoot(path?: string): Promise<TrustedRootMaterial> {
   if (path === undefined) return defaultTrustedRoot();
+  const unreadable = (err: unknown): LadingError =>
+    new LadingError('E_TRUSTED_ROOT_INVALID', `cannot read the trusted root ${path}: ${(err as Error).message}`, { cause: err });
+  // Stat the path before opening it: opening a FIFO would block, and a device is never a trusted root.
+  try {
+    if (!(await stat(path)).isFile()) throw invalid(path, 'it is not a regular file');
+  } catch (err) {
+    throw err instanceof LadingError ? err : unreadable(err);
+  }
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (err) {
+    throw unreadable(err);
+  }
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new LadingError('E_TRUSTED_ROOT_INVALID', `cannot read the trusted root ${path}: ${(err as Error).message}`, { cause: err });
+    // Checked again on the opened file (it may have been swapped since), before reading: a device such as
+    // /dev/zero or a huge file is never read whole.
+    let st;
+    try {
+      st = await handle.stat();
+    } catch (err) {
+      throw unreadable(err);
+    }
+    if (!st.isFile()) throw invalid(path, 'it is not a regular file');
+    if (st.size > MAX_TRUSTED_ROOT_BYTES) throw invalid(path, `larger than ${MAX_TRUSTED_ROOT_BYTES} bytes`);
+    // Read at most one byte past the cap, in case the file grew after the stat.
+    const buf = Buffer.alloc(Math.min(st.size, MAX_TRUSTED_ROOT_BYTES) + 1);
+    let n = 0;
+    try {
+      while (n < buf.length) {
+        const { bytesRead } = await handle.read(buf, n, buf.length - n, n);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+      }
+    } catch (err) {
+      throw unreadable(err);
+    }
+    if (n > MAX_TRUSTED_ROOT_BYTES) throw invalid(path, `larger than ${MAX_TRUSTED_ROOT_BYTES} bytes`);
+    text = buf.subarray(0, n).toString('utf8');
+  } finally {
+    await handle.close().catch(() => undefined);
   }
   return parseTrustedRoot(text, path);
 }

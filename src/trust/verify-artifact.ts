@@ -45,7 +45,7 @@ export interface VerificationReport {
 export async function verifyManifestSignatures(target: Target, subject: Descriptor, opts: VerifyOptions): Promise<VerificationReport> {
   const manifest = await fetchBytes(target, subject, undefined, opts.signal);
   const trustedIds = new Set(opts.anchors.keys.map((k) => k.id));
-  const listed = (await listBundleReferrers(target, subject, opts.limit ?? MAX_SIGNATURES)).filter(isSignatureReferrer);
+  const listed = await listBundleReferrers(target, subject, opts.limit ?? MAX_SIGNATURES, isSignatureReferrer);
   // Unauthenticated key names only reorder the work; every candidate is still verifiable.
   const ordered = [...listed.filter((r) => r.keyId && trustedIds.has(r.keyId)), ...listed.filter((r) => !(r.keyId && trustedIds.has(r.keyId)))];
   const checks: SignatureCheck[] = [];
@@ -98,25 +98,39 @@ export interface AttestationCheck extends SignatureCheck {
   predicate?: unknown;
 }
 
-/** Finds and checks the attestations of `predicateType` about a manifest; every one listed is checked. */
+/**
+ * Finds and checks the attestations of `predicateType` about a manifest, stopping at the first that
+ * verifies unless `all` is set.
+ */
 export async function verifyManifestAttestations(
   target: Target,
   subject: Descriptor,
   predicateType: string,
   opts: Omit<VerifyOptions, 'legacy' | 'expectedRepository'>,
 ): Promise<Omit<VerificationReport, 'checks'> & { checks: AttestationCheck[] }> {
-  const listed = (await listBundleReferrers(target, subject, opts.limit ?? MAX_SIGNATURES)).filter(
-    (r) => r.predicateType === undefined || r.predicateType === predicateType,
+  // Message signatures and attestations of other types, as listed, are not downloaded at all.
+  const listed = await listBundleReferrers(
+    target,
+    subject,
+    opts.limit ?? MAX_SIGNATURES,
+    (r) => r.content !== 'message-signature' && (r.predicateType === undefined || r.predicateType === predicateType),
   );
   const checks: AttestationCheck[] = [];
-  for (const r of listed) {
+  for (const [i, r] of listed.entries()) {
+    if (!opts.all && checks.some((c) => c.ok)) return { subject, checks, unchecked: listed.length - i };
     const where = r.descriptor.digest;
     try {
       const bundle = parseBundle(await fetchReferrerBundle(target, r.descriptor, opts.signal), where);
       if (bundle.content.$case !== 'dsseEnvelope') continue;
       // The type is read from the payload before trusting it only to skip other kinds of attestation.
       const claimed = parseStatement(Buffer.from(bundle.content.dsseEnvelope.payload));
-      if (claimed.predicateType !== predicateType) continue;
+      if (claimed.predicateType !== predicateType) {
+        // Listed as this type but stating another: altered, or mislabelled; either way not silently passed over.
+        if (r.predicateType === predicateType) {
+          throw new LadingError('E_BUNDLE_INVALID', `${where} is listed as ${predicateType} but its statement is ${claimed.predicateType}`);
+        }
+        continue;
+      }
       const result = verifyBundle(bundle, { digest: subject.digest }, opts.anchors);
       checks.push({
         source: 'referrer',
@@ -130,7 +144,6 @@ export async function verifyManifestAttestations(
     } catch (err) {
       checks.push({ ...failed('referrer', where, err), predicateType });
     }
-    if (!opts.all && checks.some((c) => c.ok)) break;
   }
   return { subject, checks, unchecked: 0 };
 }

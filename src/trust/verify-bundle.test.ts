@@ -148,6 +148,15 @@ describe('keyed bundles made by lading', () => {
     const doc = signed() as Record<string, any>;
     doc.messageSignature.signature = flip(doc.messageSignature.signature, 12);
     assert.equal(codeOf(() => verifyBundle(bundleOf(doc), { bytes: manifest }, { keys: [trusted], identities: [] })), 'E_SIGNATURE_INVALID');
+    // The hint names a trusted key, so the failure is that key's whichever others are trusted too.
+    assert.equal(codeOf(() => verifyBundle(bundleOf(doc), { bytes: manifest }, { keys: [stranger, trusted], identities: [] })), 'E_SIGNATURE_INVALID');
+  });
+
+  it('refuses a flipped signature byte with the hint removed as an unknown signer', () => {
+    const doc = signed() as Record<string, any>;
+    doc.messageSignature.signature = flip(doc.messageSignature.signature, 12);
+    doc.verificationMaterial.publicKey.hint = '';
+    assert.equal(codeOf(() => verifyBundle(bundleOf(doc), { bytes: manifest }, { keys: [trusted], identities: [] })), 'E_KEY_UNTRUSTED');
   });
 
   it('refuses other content and a digest in place of the file', () => {
@@ -242,11 +251,14 @@ describe('tampering with cosign legacy signatures', () => {
   const cosignPub = loadPublicKey(readFileSync(join(LEGACY, 'cosign.pub')), 'cosign.pub');
   const layerOf = (dir: string) => readSigstoreJsonAttachment(readFileSync(join(LEGACY, dir, 'signature-1')));
 
-  it('refuses a flipped signature byte (no log entry)', () => {
+  it('refuses a flipped signature byte (no log entry); with no key hint it cannot be told from another key', () => {
     const layer = layerOf('dir-img-cosign-valid');
     const sig = 'dev.cosignproject.cosign/signature';
     const bad = { ...layer, annotations: { ...layer.annotations, [sig]: flip(layer.annotations[sig]!, 30) } };
-    assert.equal(codeOf(() => verifyBundle(legacyLayerToBundle(bad), { bytes: bad.payload }, { keys: [cosignPub], identities: [] })), 'E_SIGNATURE_INVALID');
+    assert.throws(
+      () => verifyBundle(legacyLayerToBundle(bad), { bytes: bad.payload }, { keys: [cosignPub], identities: [] }),
+      (e) => isLadingError(e, 'E_KEY_UNTRUSTED') && /none of the 1 trusted key/.test(e.message) && /another key, or altered/.test(e.message),
+    );
   });
 
   it('refuses a flipped SET byte', () => {

@@ -144,14 +144,21 @@ function verifyKeyed(entity: SignedEntity, hint: string, anchors: TrustAnchors, 
   // A failure that is not about the key (a broken log entry, say) is the same whichever key was tried.
   const other = failures.find((f) => f.err.code !== 'E_SIGNATURE_INVALID');
   if (other) throw other.err;
-  // The hint is unauthenticated: it only decides whether to call this a bad signature or an unknown key.
-  const named = anchors.keys.find((k) => keyMatchesHint(k, hint)) ?? (hint === '' && anchors.keys.length === 1 ? anchors.keys[0] : undefined);
+  // The hint is unauthenticated: it only decides whether to call this a bad signature or an unknown key. A
+  // hint naming a trusted key (lading's own bundles carry one) makes a failure a precise tamper signal.
+  const named = anchors.keys.find((k) => keyMatchesHint(k, hint));
   if (named) {
-    throw new LadingError('E_SIGNATURE_INVALID', `the signature does not verify with the trusted key ${named.id} (${named.source})`, {
+    throw new LadingError('E_SIGNATURE_INVALID', `the signature does not verify with the trusted key ${named.id} (${named.source}) that it names`, {
       details: { keyId: named.id },
     });
   }
-  throw new LadingError('E_KEY_UNTRUSTED', `the signature was not made by any of the ${anchors.keys.length} trusted key(s)`, {
+  // Without a hint (cosign's legacy layers carry none) nothing says which key was meant: most often the
+  // signature is simply another key's, so it is not reported as a forgery.
+  const message =
+    hint === ''
+      ? `the signature verifies with none of the ${anchors.keys.length} trusted key(s): it was made by another key, or altered`
+      : `the signature was not made by any of the ${anchors.keys.length} trusted key(s)`;
+  throw new LadingError('E_KEY_UNTRUSTED', message, {
     hint: 'pass --key with the signer\'s public key if you trust it',
     details: { keyHint: hint || undefined, trusted: anchors.keys.map((k) => k.id) },
   });
