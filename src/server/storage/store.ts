@@ -27,6 +27,9 @@ import type { ByteRange, PositionalReader, StorageDriver } from './driver.js';
  */
 
 /** Why a storage call refused, in `err.details.reason`; the routes map these to distribution-spec codes. */
+/** Referrer entries read at once when listing a subject's referrers. */
+const REFERRER_READ_CONCURRENCY = 16;
+
 export type StorageReason =
   | 'name-invalid'
   | 'tag-invalid'
@@ -757,22 +760,31 @@ export class RegistryStore {
   async referrers(repo: string, digest: string, opts: { artifactType?: string } = {}): Promise<Descriptor[]> {
     const repoKey = this.repo(repo);
     const dir = this.referrerDir(repoKey, this.digest(digest));
+    const entries = await this.driver.list(dir);
     const out: Descriptor[] = [];
-    for (const e of await this.driver.list(dir)) {
-      const desc = await this.readJSON(`${dir}/${e.name}`).catch(() => undefined);
-      if (!isObject(desc) || typeof desc.digest !== 'string' || typeof desc.mediaType !== 'string' || typeof desc.size !== 'number') continue;
-      let rd: ParsedRef;
-      try {
-        rd = this.digest(desc.digest);
-      } catch {
-        continue;
-      }
-      if (e.name !== `${rd.algorithm}-${rd.encoded}`) continue;
-      if (!(await this.driver.stat(this.manifestLink(repoKey, rd)))) continue;
-      if (opts.artifactType !== undefined && desc.artifactType !== opts.artifactType) continue;
-      out.push(desc as unknown as Descriptor);
+    // Each entry costs a read and a stat; a subject with many signatures is listed 16 entries at a time.
+    for (let i = 0; i < entries.length; i += REFERRER_READ_CONCURRENCY) {
+      const batch = entries.slice(i, i + REFERRER_READ_CONCURRENCY);
+      const found = await Promise.all(batch.map((e) => this.referrerEntry(repoKey, dir, e.name, opts.artifactType)));
+      for (const d of found) if (d) out.push(d);
     }
     return out.sort((a, b) => byCodePoint(a.digest, b.digest));
+  }
+
+  /** One referrer entry, or undefined when it is malformed, misnamed, unlinked or of another type. */
+  private async referrerEntry(repoKey: string, dir: string, name: string, artifactType: string | undefined): Promise<Descriptor | undefined> {
+    const desc = await this.readJSON(`${dir}/${name}`).catch(() => undefined);
+    if (!isObject(desc) || typeof desc.digest !== 'string' || typeof desc.mediaType !== 'string' || typeof desc.size !== 'number') return undefined;
+    let rd: ParsedRef;
+    try {
+      rd = this.digest(desc.digest);
+    } catch {
+      return undefined;
+    }
+    if (name !== `${rd.algorithm}-${rd.encoded}`) return undefined;
+    if (!(await this.driver.stat(this.manifestLink(repoKey, rd)))) return undefined;
+    if (artifactType !== undefined && desc.artifactType !== artifactType) return undefined;
+    return desc as unknown as Descriptor;
   }
 
   // ---------------------------------------------------------------- fsck
