@@ -50,6 +50,15 @@ export const ErrorCodes = {
   E_POLICY_INVALID: 'a trust policy file is malformed or ambiguous',
   E_POLICY_NO_MATCH: 'no trust policy scope covers the repository',
   E_POLICY_DENIED: 'the trust policy refused the artifact',
+  E_INSTALL_CONFLICT: 'an install would replace something that is not the same artifact',
+  E_INSTALL_NOT_FOUND: 'no such installed package or version',
+  E_INSTALL_DEPENDED_ON: 'another installed package depends on the one to remove',
+  E_INSTALL_STEP_FAILED: 'an install step exited with an error',
+  E_SCRIPTS_NOT_ALLOWED: 'an artifact has install steps, and running them was not allowed',
+  E_PACK_INCOMPATIBLE: "a pack's SDK range does not include the host SDK version",
+  E_PACK_CONFLICT: 'a pack provides classes that another pack or the host already provides',
+  E_STEP_CYCLE: 'install steps depend on each other in a cycle',
+  E_INSTALL_STATE_INVALID: 'the installed-state store is malformed',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

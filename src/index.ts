@@ -83,3 +83,4 @@ export {
   type PolicyDecision,
   type PolicySubject,
 } from './trust/policy.js';
+export { createInstalledHandler } from './install/serve-installed.js';

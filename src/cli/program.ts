@@ -16,6 +16,7 @@ import { register as resolve } from './resolve.js';
 import { register as key } from './key.js';
 import { register as sign } from './sign.js';
 import { register as verify } from './verify.js';
+import { register as install } from './install.js';
 
 export function buildProgram(): Command {
   const program = new Command('lading')
@@ -23,7 +24,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     .exitOverride()
     .showHelpAfterError(false);
-  for (const register of [push, pull, copy, tag, inspect, ls, resolve, families, key, sign, verify, login, serve, maintenance]) register(program);
+  for (const register of [push, pull, copy, tag, inspect, ls, resolve, families, key, sign, verify, install, login, serve, maintenance]) register(program);
   for (const cmd of program.commands) cmd.exitOverride();
   return program;
 }

@@ -12,6 +12,7 @@ interface ServeOptions {
   families: string[];
   json?: boolean;
   logLevel: string;
+  installed?: string;
 }
 
 /** `HOST:PORT`, `[v6]:PORT` or `:PORT` (loopback). */
@@ -32,9 +33,11 @@ export function register(program: Command): void {
     .option('--auth-config <file>', 'token auth: users, per-repository rules and token settings from this YAML or JSON file')
     .option('--families <dir>', 'also be the schema authority for the families defined in this directory (repeatable; LADING_FAMILIES too)', collect, [])
     .option('--log-level <level>', 'pino log level (logs go to stderr as JSON lines)', 'info')
+    .option('--installed <root>', 'instead of a registry, serve the content installed under this install root at /<name>/<version>/<path>')
     .option('--json', 'print where the registry listens as JSON')
-    .action(async (opts: ServeOptions) => {
+    .action(async (opts: ServeOptions, command: Command) => {
       const { host, port } = parseAddr(opts.addr);
+      if (opts.installed !== undefined) return serveInstalled(opts, command, host, port);
       if (opts.htpasswd && opts.authConfig) {
         throw new LadingError('E_USAGE', '--htpasswd and --auth-config cannot be used together', { hint: 'name the htpasswd file in the auth config instead (htpasswd: FILE)' });
       }
@@ -63,3 +66,30 @@ export function register(program: Command): void {
     });
 }
 
+
+/** `lading serve --installed ROOT`: the installed-content handler on --addr, logged and stopped like the registry. */
+async function serveInstalled(opts: ServeOptions, command: Command, host: string, port: number): Promise<void> {
+  const registryOnly = [
+    ['htpasswd', '--htpasswd'],
+    ['authConfig', '--auth-config'],
+    ['root', '--root'],
+  ].filter(([key]) => command.getOptionValueSource(key!) === 'cli').map(([, flag]) => flag);
+  if (opts.families.length > 0) registryOnly.push('--families');
+  if (registryOnly.length > 0) {
+    throw new LadingError('E_USAGE', `${registryOnly.join(', ')} cannot be used with --installed`, {
+      hint: 'installed content is served read-only and without auth; those options are for the registry',
+    });
+  }
+  const [{ startInstalledServer }, { pino }] = await Promise.all([import('../install/serve-installed.js'), import('pino')]);
+  if (!pino.levels.values[opts.logLevel] && opts.logLevel !== 'silent') throw new LadingError('E_USAGE', `unknown --log-level ${opts.logLevel}`);
+  const logger = pino({ level: opts.logLevel }, pino.destination({ fd: 2, sync: true }));
+  const srv = await startInstalledServer({ root: opts.installed!, host, port, logger });
+  emit(opts.json, { url: srv.url, host: srv.host, root: srv.root }, () => `Serving installed content of ${srv.root} on ${srv.url}`);
+  await new Promise<void>((done) => {
+    if (cliSignal.aborted) done();
+    else cliSignal.addEventListener('abort', () => done(), { once: true });
+  });
+  logger.info('shutting down');
+  await srv.close();
+  logger.flush();
+}
