@@ -83,4 +83,10 @@ export {
   type PolicyDecision,
   type PolicySubject,
 } from './trust/policy.js';
-export { createInstalledHandler } from './install/serve-installed.js';
+export { createInstalledHandler, startInstalledServer, type InstalledHandler, type RunningInstalledServer } from './install/serve-installed.js';
+export { installArtifact, resolveArtifact, type InstallOptions, type InstallResult, type InstallEvent } from './install/install.js';
+export { openInstallRoot, InstallRoot, type ListedPackage, type InstallEventName } from './install/store.js';
+export { readState, currentVersion, type InstallState, type InstalledPackage, type InstalledVersion } from './install/state.js';
+export { materializeArtifact, type MaterializeOptions, type MaterializedComponent } from './install/materialize.js';
+export { orderSteps, type InstallStep } from './install/plan.js';
+export { fileIndex, type FileIndex } from './install/file-index.js';
