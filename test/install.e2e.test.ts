@@ -128,6 +128,58 @@ describe('install from lading serve', () => {
     refused(await cli(['rollback', 'hi', '--root', root]), 'E_INSTALL_NOT_FOUND', 'rollback of nothing');
   });
 
+  test('materialize a bundle of a fileset and a config at their mount paths, then serve an installed tool over HTTP', async () => {
+    const src = join(work, 'src', 'mat');
+    await mkdir(join(src, 'public', 'assets'), { recursive: true });
+    await writeFile(join(src, 'public', 'index.html'), '<h1>docs</h1>\n');
+    await writeFile(join(src, 'public', 'assets', 'site.css'), 'h1{}\n');
+    await writeFile(join(src, 'nginx.conf'), 'worker_processes 1;\n');
+    const env = (kind: string, name: string, spec: unknown, mount?: unknown) =>
+      JSON.stringify({ apiVersion: 'lading.dev/v1', kind, metadata: { name, version: '1' }, ...(mount ? { mount } : {}), spec });
+    await writeFile(join(src, 'docs.json'), env('fileset', 'docs', { root: 'public' }, { path: '/srv/docs' }));
+    await writeFile(join(src, 'nginx.json'), env('config', 'nginx', { format: 'text' }, { path: '/etc/nginx' }));
+    ok(await lading(['push', `${reg.host}/acme/filesets/docs:1`, 'public', '--config', 'docs.json', '--json'], { cwd: src }), 'push fileset');
+    ok(await lading(['push', `${reg.host}/acme/configs/nginx:1`, 'nginx.conf', '--config', 'nginx.json', '--json'], { cwd: src }), 'push config');
+    await writeFile(join(src, 'stack.json'), env('bundle', 'stack', { components: [{ name: 'docs', ref: `${reg.host}/acme/filesets/docs:1` }, { name: 'nginx', ref: `${reg.host}/acme/configs/nginx:1` }] }));
+    ok(await lading(['push', `${reg.host}/acme/bundles/stack:1`, '--config', 'stack.json', '--json'], { cwd: src }), 'push bundle');
+
+    const sys = join(work, 'sysroot');
+    const laid = ok(await cli(['materialize', `${reg.host}/acme/bundles/stack:1`, '--root', sys]), 'materialize');
+    assert.deepEqual(laid.components.map((c: any) => c.mountPath).sort(), ['/etc/nginx', '/srv/docs']);
+    assert.equal(await readFile(join(sys, 'srv', 'docs', 'assets', 'site.css'), 'utf8'), 'h1{}\n');
+    assert.equal(await readFile(join(sys, 'etc', 'nginx', 'nginx.conf'), 'utf8'), 'worker_processes 1;\n');
+    // Under a policy that wants signatures, nothing unsigned is laid out.
+    const policy = join(work, 'mat-policy.yaml');
+    const keyPrefix = join(work, 'mat-key');
+    ok(await lading(['key', 'generate', '--output-key-prefix', keyPrefix, '--json'], { env: { LADING_PASSWORD: 'pw' } }), 'key');
+    await writeFile(policy, `version: "1"\npolicies:\n  - name: all\n    scopes: ["*"]\n    level: enforce\n    keys: ["${keyPrefix}.pub"]\n`);
+    const other = join(work, 'sysroot-verified');
+    refused(await cli(['materialize', `${reg.host}/acme/bundles/stack:1`, '--root', other, '--policy', policy]), 'E_SIGNATURE_MISSING', 'unsigned bundle');
+    await assert.rejects(readdir(join(other, 'srv')), { code: 'ENOENT' });
+
+    // An installed tool, served read-only with an immutable cache policy and its digest as ETag.
+    const root = join(work, 'served');
+    ok(await cli(['install', await publish('served', '3.1.0'), '--root', root]), 'install served');
+    const server = spawnTs('', ['serve', '--installed', root, '--addr', '127.0.0.1:0', '--json'], { cli: true });
+    try {
+      const host = /"host": "([^"]+)"/.exec(await server.line('  "host"'))![1]!;
+      const url = `http://${host}/served/3.1.0/bin/served`;
+      const res = await fetch(url);
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), '#!/bin/sh\necho served 3.1.0\n');
+      assert.match(res.headers.get('cache-control') ?? '', /immutable/);
+      const etag = res.headers.get('etag')!;
+      const again = await fetch(url, { headers: { 'if-none-match': etag } });
+      assert.equal(again.status, 304);
+      const escape = await fetch(`http://${host}/served/3.1.0/..%2f..%2f.lading/state.json`);
+      assert.equal(escape.status, 404);
+      await escape.body?.cancel();
+    } finally {
+      process.kill(server.pid, 'SIGTERM');
+      await server.exited;
+    }
+  });
+
   for (const phase of ['download', 'extraction'] as const) {
     test(`SIGKILL during ${phase} leaves the previous install intact, and the next install completes`, async () => {
       const root = join(work, `kill-${phase}`);

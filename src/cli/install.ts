@@ -1,17 +1,18 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { installArtifact } from '../install/install.js';
+import { installArtifact, rollbackPackage } from '../install/install.js';
 import { materializeArtifact } from '../install/materialize.js';
-import { openInstallRoot } from '../install/store.js';
+import { listInstalled, openInstallRoot } from '../install/store.js';
 import { checkFrozen, lockKey, requireLockfile, updateLockfile, LOCKFILE_NAME, type LockEntry } from '../install/lockfile.js';
-import { formatPlatform, hostPlatform } from '../oci/platform.js';
+import { formatPlatform, hostPlatform, parsePlatform } from '../oci/platform.js';
 import { isIndexMediaType } from '../oci/mediatype.js';
 import { verifyUnderPolicy } from '../trust/enforce.js';
 import type { PolicyDecision } from '../trust/policy.js';
 import { cliSignal, openTarget, type GlobalOptions } from './context.js';
 import { collect, withCommon } from './common.js';
 import { cliOpener } from './opener.js';
+import { flattenPlan, resolveBundle } from '../artifact/bundle.js';
 import { emit, Progress } from './output.js';
 import { enforceDecision, gatePolicy, withVerifyGate, type VerifyGateOptions } from './trust-options.js';
 import { loadFamilies, variantSelector, withFamilies, withVariant, type FamilyOptions, type VariantOptions } from './typed-options.js';
@@ -59,8 +60,12 @@ export function register(program: Command): void {
     ),
   ).action(async (reference: string, opts: InstallOptions) => {
     const families = await loadFamilies(opts);
-    const want = variantSelector(opts) ?? { platform: hostPlatform(), extra: {} };
     const lock = opts.frozen ? await requireLockfile(opts.lockfile, reference) : undefined;
+    const lockedFor = lock?.artifacts[lockKey(reference)];
+    // Frozen installs take the platform and variant the lockfile recorded, unless told otherwise.
+    const want =
+      variantSelector(opts) ??
+      (lockedFor?.platform ? { platform: parsePlatform(lockedFor.platform), extra: lockedFor.variant ?? {} } : { platform: hostPlatform(), extra: {} });
     const policy = await gatePolicy(opts);
     const opened = await openTarget(reference, opts);
     // Resolved once: what is verified, locked and installed is this one root digest.
@@ -114,8 +119,8 @@ export function register(program: Command): void {
       .description('the installed packages, their versions and which is current')
       .option('--json', 'print the result as JSON'),
   ).action(async (opts: RootOptions) => {
-    const store = await openInstallRoot(installRoot(opts));
-    const packages = await store.list();
+    // Read-only: listing needs no lock and changes nothing, so a user who can only read the root may list it.
+    const packages = await listInstalled(installRoot(opts));
     emit(opts.json, { root: installRoot(opts), packages }, () =>
       packages.length === 0
         ? ['Nothing installed']
@@ -141,14 +146,14 @@ export function register(program: Command): void {
       .command('rollback')
       .description('make the version installed before the current one current again')
       .argument('<name>', 'the package name')
+      .option('--host-class <name>', 'a class the host provides itself, which a pack rolled back to may not provide (repeatable)', collect, [])
       .option('--json', 'print the result as JSON'),
-  ).action(async (name: string, opts: RootOptions) => {
-    const store = await openInstallRoot(installRoot(opts));
-    const r = await store.rollback(name);
+  ).action(async (name: string, opts: RootOptions & { hostClass: string[] }) => {
+    const r = await rollbackPackage(installRoot(opts), name, { hostClasses: opts.hostClass, signal: cliSignal });
     emit(opts.json, { name, ...r }, () => `Rolled ${name} back from ${r.from} to ${r.to}`);
   });
 
-  withVariant(
+  withVerifyGate(withVariant(
     withFamilies(
       withCommon(
         program
@@ -158,15 +163,30 @@ export function register(program: Command): void {
           .requiredOption('--root <dir>', 'the directory standing for / (mount paths are laid out beneath it)'),
       ),
     ),
-  ).action(async (reference: string, opts: GlobalOptions & FamilyOptions & VariantOptions & { root: string }) => {
+  )).action(async (reference: string, opts: GlobalOptions & FamilyOptions & VariantOptions & VerifyGateOptions & { root: string }) => {
     const families = await loadFamilies(opts);
     const want = variantSelector(opts);
-    const laid = await materializeArtifact(cliOpener(opts), reference, {
+    const policy = await gatePolicy(opts);
+    let target = reference;
+    const verifications: PolicyDecision[] = [];
+    if (policy) {
+      // The bundle and every component are verified, then laid out by the pinned root digest.
+      const plan = await resolveBundle(cliOpener(opts), reference, families, { signal: cliSignal });
+      for (const node of flattenPlan(plan)) {
+        const opened = await openTarget(node.pinned, opts);
+        const subject = await opened.target.resolve(opened.reference);
+        const decision = await verifyUnderPolicy(opened.target, subject, opened.scope, policy, { signal: cliSignal });
+        enforceDecision(decision, opts.json);
+        verifications.push(decision);
+      }
+      target = plan.pinned;
+    }
+    const laid = await materializeArtifact(cliOpener(opts), target, {
       root: opts.root,
       families,
       ...(want ? { platform: want.platform } : {}),
       signal: cliSignal,
     });
-    emit(opts.json, { root: opts.root, components: laid }, () => laid.map((c) => `${c.mountPath}  ${c.family}  ${c.reference}  ${c.digest}`));
+    emit(opts.json, { root: opts.root, components: laid, ...(policy ? { verification: verifications } : {}) }, () => laid.map((c) => `${c.mountPath}  ${c.family}  ${c.reference}  ${c.digest}`));
   });
 }

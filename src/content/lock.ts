@@ -9,6 +9,18 @@ export interface FileLockOptions {
   timeoutMs?: number;
   /** A lock not refreshed for this long is broken even when its holder seems alive (hung, pid reused). */
   staleMs?: number;
+  /**
+   * For a lock whose holder is a live process on this host (one that can be checked): broken only once
+   * unrefreshed for this long (default staleMs). Infinity: such a lock is never broken by age, only when
+   * its holder is gone — for locks held across long work by a process that may be paused (SIGSTOP, suspend).
+   * Holders on other hosts, or locks that cannot be read, are judged by staleMs alone.
+   */
+  liveStaleMs?: number;
+  /**
+   * Break a lock that names this process (pid and host) but that this process does not hold: an earlier
+   * process with the same pid left it (a restarted container's PID 1, say). Off by default.
+   */
+  breakOwnPidLocks?: boolean;
   /** Names what the lock protects, for the error a timeout raises. */
   what?: string;
 }
@@ -23,6 +35,12 @@ interface LockInfo {
 const MAX_ATTEMPTS = 20_000;
 /** The break guard is held for a few file operations; one older than this was left by a crash. */
 const GUARD_STALE_MS = 5_000;
+/**
+ * Nonces of the locks this process holds or is taking. A lock that names this process's pid (on this host)
+ * with a nonce not in here was left by an earlier process that had the same pid (a restarted container's
+ * PID 1, say): its holder is gone (breakOwnPidLocks).
+ */
+const heldHere = new Set<string>();
 
 function errnoOf(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
@@ -37,17 +55,25 @@ function errnoOf(err: unknown): string | undefined {
 export async function acquireFileLock(path: string, opts: FileLockOptions = {}): Promise<() => Promise<void>> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const staleMs = opts.staleMs ?? 20_000;
+  const stale: Staleness = { staleMs, liveStaleMs: opts.liveStaleMs ?? staleMs, ownPid: opts.breakOwnPidLocks === true };
   const mine: LockInfo = { pid: process.pid, host: hostname(), nonce: randomBytes(12).toString('hex') };
   const content = JSON.stringify(mine);
   const deadline = Date.now() + timeoutMs;
   let backoff = 1;
-  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    if (await tryCreate(path, content)) return holding(path, content, staleMs);
-    if (await breakIfStale(path, staleMs)) continue;
-    if (Date.now() >= deadline) break;
-    await delay(backoff + Math.random() * backoff);
-    backoff = Math.min(backoff * 2, 25);
+  heldHere.add(mine.nonce);
+  try {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      if (await tryCreate(path, content)) return holding(path, content, staleMs, mine.nonce);
+      if (await breakIfStale(path, stale)) continue;
+      if (Date.now() >= deadline) break;
+      await delay(backoff + Math.random() * backoff);
+      backoff = Math.min(backoff * 2, 25);
+    }
+  } catch (err) {
+    heldHere.delete(mine.nonce);
+    throw err;
   }
+  heldHere.delete(mine.nonce);
   const holder = parseLock(await readFile(path, 'utf8').catch(() => ''));
   throw new LadingError('E_IO', `could not lock ${opts.what ?? path} within ${timeoutMs} ms`, {
     hint: `another process holds ${path}; if none does, remove that file`,
@@ -76,7 +102,7 @@ async function tryCreate(path: string, content: string): Promise<boolean> {
 }
 
 /** Keeps the lock fresh while held; returns its release. */
-function holding(path: string, content: string, staleMs: number): () => Promise<void> {
+function holding(path: string, content: string, staleMs: number, nonce: string): () => Promise<void> {
   const refresh = setInterval(() => {
     const now = new Date();
     utimes(path, now, now).catch(() => undefined);
@@ -89,20 +115,21 @@ function holding(path: string, content: string, staleMs: number): () => Promise<
       const now = await readFile(path, 'utf8').catch(() => undefined);
       if (now === content) await unlink(path).catch(() => undefined);
     });
+    heldHere.delete(nonce);
   };
 }
 
 /** Returns true when the lock is gone (broken here, or released meanwhile), so the caller retries at once. */
-async function breakIfStale(path: string, staleMs: number): Promise<boolean> {
+async function breakIfStale(path: string, stale: Staleness): Promise<boolean> {
   const seen = await snapshot(path);
   if (!seen) return true;
-  if (!isStale(seen, staleMs)) return false;
+  if (!isStale(seen, stale)) return false;
   return (
     (await underGuard(path, async () => {
       // Under the guard nobody else removes the lock, so what is re-read here is what gets unlinked.
       const again = await snapshot(path);
       if (!again) return true;
-      if (again.raw !== seen.raw || again.ino !== seen.ino || !isStale(again, staleMs)) return false;
+      if (again.raw !== seen.raw || again.ino !== seen.ino || !isStale(again, stale)) return false;
       await unlink(path).catch((err) => {
         if (errnoOf(err) !== 'ENOENT') throw toLadingError(err);
       });
@@ -130,10 +157,23 @@ async function snapshot(path: string): Promise<{ raw: string; ino: number; mtime
   }
 }
 
-function isStale(s: { raw: string; mtimeMs: number }, staleMs: number): boolean {
+interface Staleness {
+  staleMs: number;
+  liveStaleMs: number;
+  /** breakOwnPidLocks */
+  ownPid: boolean;
+}
+
+function isStale(s: { raw: string; mtimeMs: number }, stale: Staleness): boolean {
   const info = parseLock(s.raw);
-  if (info && info.host === hostname() && !pidAlive(info.pid)) return true;
-  return Date.now() - s.mtimeMs >= staleMs;
+  const age = Date.now() - s.mtimeMs;
+  if (info && info.host === hostname()) {
+    const alive =
+      info.pid === process.pid && stale.ownPid ? typeof info.nonce === 'string' && heldHere.has(info.nonce) : pidAlive(info.pid);
+    if (!alive) return true;
+    return age >= stale.liveStaleMs;
+  }
+  return age >= stale.staleMs;
 }
 
 /**

@@ -14,7 +14,7 @@ import { formatPlatform, hostPlatform } from '../oci/platform.js';
 import { checkEnvelope } from '../artifact/envelope.js';
 import { Families } from '../artifact/family.js';
 import { pushTyped } from '../artifact/typed.js';
-import { installArtifact, versionFor, type InstallEvent, type InstallOptions } from './install.js';
+import { installArtifact, rollbackPackage, versionFor, type InstallEvent, type InstallOptions } from './install.js';
 import { currentVersion, readState } from './state.js';
 import { openInstallRoot } from './store.js';
 
@@ -410,13 +410,143 @@ test('a timed-out step is stopped together with what it started', () =>
     );
     const pid = Number((await readFile(pidFile, 'utf8')).trim());
     assert.ok(pid > 0);
-    // Killed with its group: gone, or a zombie until init reaps it (checked a bounded number of times).
-    let alive = true;
-    for (let i = 0; i < 50 && alive; i++) {
-      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-      alive = stat !== '' && !/^\d+ \(.*\) Z/.test(stat);
-      if (alive) await new Promise((r) => setTimeout(r, 100));
-    }
+    // Killed with its group, and waited for: gone (or a zombie until init reaps it) when install returned.
+    const alive = await running(pid);
     if (alive) process.kill(pid, 'SIGKILL');
     assert.equal(alive, false, 'the background process of the step was stopped');
+  }));
+
+/** Whether `pid` still runs: false when it is gone or a zombie (killed, not yet reaped). Looked at once. */
+async function running(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat !== '' && !/^\d+ \(.*\) [ZX]/.test(stat);
+}
+
+test('what a step leaves running in the background is stopped before the content is indexed and committed', () =>
+  withEnv('memory', async (env) => {
+    const pidFile = join(env.work, 'bg.pid');
+    const fifo = join(env.work, 'never.fifo');
+    await run('mkfifo', [fifo]);
+    // The background child records its pid, then blocks for ever reading a FIFO nobody writes to, and
+    // would then overwrite the executable. It keeps the step's pipes open, too.
+    const install = [{ name: 'bg', order: 0, run: ['sh', '-c', `sh -c 'echo $$ > "${pidFile}"; read x < "${fifo}"; echo injected > bin/tool' & while [ ! -s '${pidFile}' ]; do :; done`] }];
+    await pushCli(env, 'v1', { version: '1.0.0', text: 'one', spec: { install } });
+    let pid = 0;
+    try {
+      const result = await installArtifact(env.target, 'v1', env.opts({ allowScripts: true, signed: true }));
+      pid = Number((await readFile(pidFile, 'utf8')).trim());
+      assert.ok(pid > 0);
+      assert.equal(await running(pid), false, 'the background process was stopped by the time install returned');
+      assert.equal(await readFile(join(result.path, 'bin', 'tool'), 'utf8'), script('one'));
+      assert.equal(await runTool(env), 'one');
+    } finally {
+      if (pid > 0 && (await running(pid))) process.kill(pid, 'SIGKILL');
+    }
+  }));
+
+test('after the steps, modes are stripped again and links out of the content or special files are refused', () =>
+  withEnv('memory', async (env) => {
+    const modes = [
+      { name: 'modes', order: 0, run: ['sh', '-c', 'echo d > data && chmod 6777 data && mkdir -p shared && chmod 1777 shared && chmod 4777 bin/tool && ln -s bin/tool alias && ln -s "$LADING_INSTALL_DIR/data" abs'] },
+    ];
+    await pushCli(env, 'v1', { version: '1.0.0', text: 'one', spec: { install: modes } });
+    const result = await installArtifact(env.target, 'v1', env.opts({ allowScripts: true, signed: true }));
+    assert.equal((await lstat(join(result.path, 'data'))).mode & 0o7777, 0o755);
+    assert.equal((await lstat(join(result.path, 'shared'))).mode & 0o7777, 0o755);
+    assert.equal((await lstat(join(result.path, 'bin', 'tool'))).mode & 0o7777, 0o755);
+    assert.equal(await readFile(join(result.path, 'abs'), 'utf8'), 'd\n', 'a link to the install directory is fine');
+    assert.equal(await runTool(env), 'one');
+
+    const victim = join(env.work, 'victim.txt');
+    await writeFile(victim, 'untouched');
+    const bad: Array<[string, string[]]> = [
+      ['out', ['sh', '-c', `ln -s '${victim}' out`]],
+      ['up', ['sh', '-c', 'mkdir -p a && ln -s ../../.. a/up']],
+      ['dangling-out', ['sh', '-c', 'ln -s ../../../../nowhere/x later']],
+      ['fifo', ['mkfifo', 'pipe']],
+    ];
+    let n = 2;
+    for (const [label, argv] of bad) {
+      await pushCli(env, `v${n}`, { version: `${n}.0.0`, text: label, spec: { install: [{ name: label, order: 0, run: argv }] } });
+      await assert.rejects(installArtifact(env.target, `v${n}`, env.opts({ allowScripts: true, signed: true })), code('E_UNSAFE_PATH'), label);
+      n++;
+    }
+    assert.equal(await readFile(victim, 'utf8'), 'untouched');
+    assert.deepEqual(await versionsOnDisk(env), ['1.0.0']);
+    assert.deepEqual(await stagingEntries(env), []);
+  }));
+
+test('the no-op and switch paths make bin/ what the version records: args, env, renamed commands', () =>
+  withEnv('memory', async (env) => {
+    const files = { 'bin/tool': '#!/bin/sh\necho "$GREETING $*"\n' };
+    await pushCli(env, 'v1', { version: '1.0.0', text: '', files, spec: { name: 'greet', args: ['--from', 'me'], env: { GREETING: 'hello' } } });
+    await pushCli(env, 'v2', { version: '2.0.0', text: '', files, spec: { name: 'hail' } });
+    await installArtifact(env.target, 'v1', env.opts());
+    const rec = (await readState(env.root)).packages.tool!.versions['1.0.0']!;
+    assert.deepEqual(rec.args, ['--from', 'me']);
+    assert.deepEqual(rec.env, { GREETING: 'hello' });
+    // bin/greet replaced by a plain link of the same package (losing args and env): the no-op restores it.
+    await rm(join(env.root, 'bin', 'greet'));
+    await symlink('../pkgs/tool/current/bin/tool', join(env.root, 'bin', 'greet'));
+    assert.equal(await runTool(env, 'greet', 'x'), 'x');
+    assert.equal((await installArtifact(env.target, 'v1', env.opts())).changed, false);
+    assert.equal(await runTool(env, 'greet', 'x'), 'hello --from me x');
+
+    await installArtifact(env.target, 'v2', env.opts());
+    assert.deepEqual(await readdir(join(env.root, 'bin')), ['hail']);
+    // Back to 1.0.0 by installing it again (a switch only): its command, not 2.0.0's.
+    const back = await installArtifact(env.target, 'v1', env.opts());
+    assert.equal(back.command, 'greet');
+    assert.deepEqual(await readdir(join(env.root, 'bin')), ['greet']);
+    assert.equal(await runTool(env, 'greet', 'y'), 'hello --from me y');
+    // And by rolling back.
+    await installArtifact(env.target, 'v2', env.opts());
+    assert.deepEqual(await rollbackPackage(env.root, 'tool'), { from: '2.0.0', to: '1.0.0' });
+    assert.deepEqual(await readdir(join(env.root, 'bin')), ['greet']);
+  }));
+
+test('a pack reinstalled at its current digest is a no-op without --sdk-version', () =>
+  withEnv('memory', async (env) => {
+    await pushPack(env, 'fmt-1', { name: 'fmt', version: '1.0.0', sdk: '^2.0.0', classes: ['Acme.Fmt'] });
+    await installArtifact(env.target, 'fmt-1', env.opts({ sdkVersion: '2.3.0' }));
+    const again = await installArtifact(env.target, 'fmt-1', env.opts());
+    assert.equal(again.changed, false);
+  }));
+
+test('rolling a pack back, or switching to an installed version, is refused when its classes are taken', () =>
+  withEnv('memory', async (env) => {
+    await pushPack(env, 'fmt-1', { name: 'fmt', version: '1.0.0', sdk: '^2.0.0', classes: ['Acme.Fmt'] });
+    await pushPack(env, 'fmt-2', { name: 'fmt', version: '2.0.0', sdk: '^2.0.0', classes: ['Acme.Fmt2'] });
+    await pushPack(env, 'lint-1', { name: 'lint', version: '1.0.0', sdk: '^2.0.0', classes: ['Acme.Lint', 'Acme.Fmt'] });
+    const sdk = { sdkVersion: '2.3.0' };
+    await installArtifact(env.target, 'fmt-1', env.opts(sdk));
+    await installArtifact(env.target, 'fmt-2', env.opts(sdk));
+    // fmt@2 no longer provides Acme.Fmt, so lint may.
+    await installArtifact(env.target, 'lint-1', env.opts(sdk));
+    await assert.rejects(rollbackPackage(env.root, 'fmt'), code('E_PACK_CONFLICT', /Acme\.Fmt \(lint@1\.0\.0\)/));
+    await assert.rejects(installArtifact(env.target, 'fmt-1', env.opts(sdk)), code('E_PACK_CONFLICT', /lint@1\.0\.0/));
+    assert.equal(await currentVersion(env.root, 'fmt'), '2.0.0');
+    const store = await openInstallRoot(env.root);
+    await store.uninstall('lint');
+    await assert.rejects(rollbackPackage(env.root, 'fmt', { hostClasses: ['Acme.Fmt'] }), code('E_PACK_CONFLICT', /\(host\)/));
+    assert.deepEqual(await rollbackPackage(env.root, 'fmt'), { from: '2.0.0', to: '1.0.0' });
+    assert.equal(await currentVersion(env.root, 'fmt'), '1.0.0');
+  }));
+
+test('a version named "current" (any case) is refused before anything is downloaded', () =>
+  withEnv('memory', async (env) => {
+    for (const v of ['current', 'Current', 'CURRENT']) {
+      env.events.length = 0;
+      await pushCli(env, v, { version: v, text: 'x' });
+      await assert.rejects(installArtifact(env.target, v, env.opts()), code('E_CONFIG_INVALID', /current/));
+      assert.ok(!env.events.some((e) => e.type === 'staged' || e.type === 'downloaded'));
+    }
+    const envelope = { apiVersion: 'lading.dev/v1', kind: 'cli', metadata: { name: 'tool', version: '.hidden' }, spec: {} } as const;
+    assert.throws(() => versionFor(envelope, `sha256:${'a'.repeat(64)}`), code('E_CONFIG_INVALID'));
+    assert.deepEqual((await readState(env.root)).packages, {});
   }));

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
-import { chmod, lstat, readFile, readlink, realpath } from 'node:fs/promises';
-import { join, relative, resolve, sep, isAbsolute } from 'node:path';
+import { chmod, lstat, readdir, readFile, readlink, realpath } from 'node:fs/promises';
+import { dirname, join, relative, resolve, sep, isAbsolute } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { LadingError } from '../errors.js';
 import type { ProgressEvent, Target } from '../content/interfaces.js';
 import { fetchBytes } from '../content/read.js';
@@ -12,9 +13,9 @@ import type { Families, Family } from '../artifact/family.js';
 import { pullTyped, readTyped } from '../artifact/typed.js';
 import { checkVariantExtra, formatVariant, selectVariant } from '../artifact/variants.js';
 import { fileIndex } from './file-index.js';
-import { currentVersion, readState, type InstalledVersion, type InstallState } from './state.js';
+import { currentVersion, familyCompatible, readState, type InstalledVersion, type InstallState } from './state.js';
 import { openInstallRoot, type InstallRoot } from './store.js';
-import { checkPack, type InstalledClasses } from './pack.js';
+import { checkPack, findClassConflicts, type InstalledClasses } from './pack.js';
 import { installSteps, type InstallStep } from './plan.js';
 
 /** A package name or version as it appears on disk (pkgs/<name>/<version>). */
@@ -157,6 +158,12 @@ export async function resolveArtifact(target: Target, reference: string, o: Reso
 export function versionFor(envelope: Envelope, manifestDigest: string): string {
   const [algorithm, hex = ''] = manifestDigest.split(':');
   const v = envelope.metadata.version ?? `${algorithm}-${hex.slice(0, 12)}`;
+  if (v.toLowerCase() === 'current') {
+    throw new LadingError('E_CONFIG_INVALID', `metadata.version: "${v}" cannot name an installed version: pkgs/<name>/current is the pointer to the current one`, {
+      hint: 'publish the artifact with another version',
+      details: { path: 'metadata.version', version: v },
+    });
+  }
   if (!INSTALL_NAME_RE.test(v)) {
     throw new LadingError('E_CONFIG_INVALID', `metadata.version: "${v}" cannot name an installed version`, {
       hint: 'use a version of letters, digits and ".", "_", "+", "-" (at most 128, starting with a letter or digit)',
@@ -235,7 +242,8 @@ async function install(store: InstallRoot, target: Target, reference: string, o:
   const path = join(store.root, 'pkgs', name, version);
   const state = await readState(store.root);
   const pkg = state.packages[name];
-  if (pkg && pkg.family !== family.name) {
+  // A package whose envelope could not be read back (family 'unknown') takes a version of any family.
+  if (pkg && !familyCompatible(pkg.family, family.name)) {
     throw new LadingError('E_INSTALL_CONFLICT', `${name} is installed as a ${pkg.family}, and ${what} is a ${family.name}`, {
       hint: `uninstall ${name} first (lading uninstall ${name})`,
       details: { name, installed: pkg.family, family: family.name },
@@ -254,17 +262,27 @@ async function install(store: InstallRoot, target: Target, reference: string, o:
   const previous = current !== undefined && current !== version ? current : undefined;
   const base = { name, version, family: family.name, digest, ...(rootDigest ? { root: rootDigest } : {}), ...(platform ? { platform } : {}), path };
 
-  // Everything decidable from the envelope is refused here, before a byte of content moves.
   const spec = envelope.spec;
+  const isCli = family.name === 'cli';
+  if (existing && current === version) {
+    // That exact digest is current already: nothing to download, nothing to check again. The command is
+    // exposed again from the version's record, so bin/ matches it even after a crash or an older lading.
+    if (isCli) await store.exposeFor(name, version);
+    emit({ type: 'noop', name, version, digest });
+    return { ...base, changed: false, ...(isCli ? { command: existing.command ?? commandOf(spec) } : {}) };
+  }
+
+  // Everything decidable from the envelope is refused here, before a byte of content moves.
   let classes: string[] | undefined;
   let steps: InstallStep[] = [];
   let command: string | undefined;
   let executable: string | undefined;
   if (family.name === 'pack') {
+    // Also when only switching back to an installed version: the classes must still be free.
     classes = checkPack(spec, { name, sdkVersion: o.sdkVersion, hostClasses: o.hostClasses, installed: otherPacks(state, name, await currentsOf(store, state)) });
   } else {
     executable = String(spec.executable);
-    command = typeof spec.name === 'string' ? spec.name : executable.split('/').pop()!;
+    command = commandOf(spec);
     if (!existing) {
       steps = installSteps(spec);
       if (steps.length > 0) checkScriptsAllowed(what, steps, o);
@@ -275,15 +293,9 @@ async function install(store: InstallRoot, target: Target, reference: string, o:
   if (command) await checkCommandFree(store, name, command);
 
   if (existing) {
-    // That exact digest is installed already: nothing to download.
-    if (current === version) {
-      // A crash between the switch and exposing the command leaves the link missing; restore it.
-      if (command && executable && !(await exists(join(store.root, 'bin', command)))) await expose(store, name, command, executable, spec);
-      emit({ type: 'noop', name, version, digest });
-      return { ...base, changed: false, ...(command ? { command } : {}) };
-    }
+    // That exact digest is installed already, just not current: switch to it, nothing to download.
     await store.switchCurrent(name, version);
-    if (command && executable) await expose(store, name, command, executable, spec);
+    if (isCli) await store.exposeFor(name, version);
     return { ...base, changed: true, ...(previous ? { previous } : {}), ...(command ? { command } : {}) };
   }
 
@@ -317,6 +329,9 @@ async function install(store: InstallRoot, target: Target, reference: string, o:
           await runStep(step, { cwd: staging, installDir: path, timeoutMs: o.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS, what, ...(o.signal ? { signal: o.signal } : {}) });
         }
         emit({ type: 'steps-run', name, version, steps: steps.map((s) => s.name) });
+        // Steps may have undone what extraction guaranteed: modes are stripped again, and links out of the
+        // content and special files are refused.
+        await sanitizeContent(staging, path, what);
         // A step may have replaced the executable; it must still be a regular file of the content.
         await placeExecutable(staging, executable, what);
       }
@@ -333,6 +348,7 @@ async function install(store: InstallRoot, target: Target, reference: string, o:
       installedAt: new Date().toISOString(),
       ...(command ? { command } : {}),
       ...(executable ? { executable } : {}),
+      ...commandOptions(spec),
       deps: family.name === 'cli' && Array.isArray(spec.deps) ? (spec.deps as string[]).filter((d) => typeof d === 'string') : [],
       ...(classes ? { classes } : {}),
       ...(o.signed ? { signed: true } : {}),
@@ -344,8 +360,67 @@ async function install(store: InstallRoot, target: Target, reference: string, o:
     await store.removeStaging(staging);
   }
   await store.switchCurrent(name, version);
-  if (command && executable) await expose(store, name, command, executable, spec);
+  if (isCli) await store.exposeFor(name, version);
   return { ...base, changed: true, ...(previous ? { previous } : {}), ...(command ? { command } : {}) };
+}
+
+export interface RollbackOptions {
+  /** Classes the host provides itself: a pack rolled back to a version providing one of them is refused. */
+  hostClasses?: string[];
+  signal?: AbortSignal;
+  onEvent?: (event: InstallEvent) => void;
+}
+
+/**
+ * Moves `name`'s current version back to the one installed before it (the store's rollback), under the
+ * install lock. For a pack, the classes of that version are checked first against the host's and the other
+ * installed packs' current versions (E_PACK_CONFLICT), as an install of it would be; for a cli, its
+ * command is exposed again as that version records it.
+ */
+export async function rollbackPackage(root: string, name: string, o: RollbackOptions = {}): Promise<{ from: string; to: string }> {
+  const store = await openInstallRoot(root);
+  const forwarders = STORE_EVENTS.map((type) => {
+    const fn = (payload: unknown): void => o.onEvent?.({ type, ...(typeof payload === 'object' && payload !== null ? (payload as Record<string, unknown>) : {}) });
+    store.events.on(type, fn);
+    return [type, fn] as const;
+  });
+  try {
+    return await store.withLock(async () => {
+      const state = await readState(store.root);
+      const pkg = state.packages[name];
+      const from = await currentVersion(store.root, name);
+      if (pkg && from !== undefined && pkg.family === 'pack') {
+        // The version the store's rollback lands on: the one before `from` in the history still on disk.
+        let to: string | undefined;
+        for (let i = pkg.history.indexOf(from) - 1; i >= 0 && to === undefined; i--) {
+          const v = pkg.history[i]!;
+          if (await isDirectory(join(store.root, 'pkgs', name, v))) to = v;
+        }
+        const classes = to === undefined ? undefined : pkg.versions[to]?.classes;
+        if (classes && classes.length > 0) {
+          const conflicts = findClassConflicts(classes, { name, hostClasses: o.hostClasses ?? [], installed: otherPacks(state, name, await currentsOf(store, state)) });
+          if (conflicts.length > 0) {
+            const list = conflicts.map((c) => `${c.class} (${c.providedBy})`).join(', ');
+            throw new LadingError('E_PACK_CONFLICT', `rolling ${name} back to ${to} would provide classes that are already provided: ${list}`, {
+              hint: 'uninstall the pack that provides them first, or install the version you want instead',
+              details: { name, from, to, conflicts },
+            });
+          }
+        }
+      }
+      const r = await store.rollback(name);
+      // bin/ as that version records it (its command, args and env; none for a pack).
+      await store.exposeFor(name, r.to);
+      return r;
+    }, o.signal);
+  } finally {
+    for (const [type, fn] of forwarders) store.events.off(type, fn);
+  }
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  const info = await lstat(path).catch(() => undefined);
+  return info !== undefined && info.isDirectory() && !info.isSymbolicLink();
 }
 
 function checkScriptsAllowed(what: string, steps: InstallStep[], o: InstallOptions): void {
@@ -385,10 +460,20 @@ function otherPacks(state: InstallState, self: string, currents: Map<string, str
   return out;
 }
 
-async function expose(store: InstallRoot, name: string, command: string, executable: string, spec: Record<string, unknown>): Promise<void> {
-  const args = Array.isArray(spec.args) ? (spec.args as string[]) : undefined;
-  const env = spec.env !== null && typeof spec.env === 'object' ? (spec.env as Record<string, string>) : undefined;
-  await store.exposeCommand(name, command, executable, { ...(args ? { args } : {}), ...(env ? { env } : {}) });
+/** The command a cli spec exposes: spec.name, else the executable's file name. */
+function commandOf(spec: Record<string, unknown>): string {
+  return typeof spec.name === 'string' ? spec.name : String(spec.executable).split('/').pop()!;
+}
+
+/** A cli spec's args and env, as the version's record keeps them (for exposing the command again). */
+function commandOptions(spec: Record<string, unknown>): { args?: string[]; env?: Record<string, string> } {
+  // The family schema makes these strings; the store checks them again when it writes the wrapper.
+  const args = Array.isArray(spec.args) && spec.args.length > 0 ? [...(spec.args as string[])] : undefined;
+  const env =
+    spec.env !== null && typeof spec.env === 'object' && !Array.isArray(spec.env) && Object.keys(spec.env).length > 0
+      ? { ...(spec.env as Record<string, string>) }
+      : undefined;
+  return { ...(args ? { args } : {}), ...(env ? { env } : {}) };
 }
 
 /**
@@ -412,13 +497,6 @@ async function checkCommandFree(store: InstallRoot, name: string, command: strin
       details: { name, command, path },
     });
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 /**
@@ -499,12 +577,13 @@ async function runStep(step: InstallStep, r: StepRun): Promise<void> {
     LADING_STAGING_DIR: r.cwd,
   };
   const tail = new Tail(STEP_OUTPUT_LIMIT);
+  // Its own process group, so that a timeout or cancel also stops what the step started (sh -c "make" → make),
+  // and so that what it started in the background is stopped when it ends.
+  const child = spawn(file, args, { cwd: r.cwd, env, stdio: ['ignore', 'pipe', 'pipe'], shell: false, detached: true });
   const outcome = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error; timedOut: boolean; aborted: boolean }>((done) => {
     let settled = false;
     let timedOut = false;
     let aborted = false;
-    // Its own process group, so that a timeout or cancel also stops what the step started (sh -c "make" → make).
-    const child = spawn(file, args, { cwd: r.cwd, env, stdio: ['ignore', 'pipe', 'pipe'], shell: false, detached: true });
     const kill = (): void => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       try {
@@ -540,10 +619,15 @@ async function runStep(step: InstallStep, r: StepRun): Promise<void> {
     // waiting, so 'exit' finishes anyway a moment later.
     child.on('close', (code, signal) => finish(code, signal));
     child.on('exit', (code, signal) => {
+      // The step is over: whatever it left running in its group goes with it (it could otherwise go on
+      // changing the content after the commit), which also closes the pipes those processes held.
+      if (child.pid !== undefined) signalGroup(child.pid, 'SIGKILL');
       const grace = setTimeout(() => finish(code, signal), 1000);
       grace.unref();
     });
   });
+  // Not a moment before every process of the group is gone does anything look at the content.
+  if (child.pid !== undefined) await stopGroup(child.pid, step, r.what);
   if (outcome.aborted) throw new LadingError('E_ABORTED', 'the install was cancelled while a step ran', { details: { step: step.name } });
   if (outcome.code === 0 && !outcome.error && !outcome.timedOut) return;
   const output = tail.text();
@@ -566,4 +650,116 @@ async function runStep(step: InstallStep, r: StepRun): Promise<void> {
       output,
     },
   });
+}
+
+/** Sends `signal` to every process of the group `pgid`; false when there is none left. */
+function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch (err) {
+    // EPERM: a member we may not signal (it changed its user): it is there all the same.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Whether any process of the group is still running. A member killed but not yet reaped (a zombie, whose
+ * parent — often init, which in a container may never reap — has not collected it) can no longer do
+ * anything, so on Linux, where /proc tells, zombies do not count.
+ */
+async function groupRunning(pgid: number): Promise<boolean> {
+  if (!signalGroup(pgid, 0)) return false;
+  if (process.platform !== 'linux') return true;
+  let entries: string[];
+  try {
+    entries = await readdir('/proc');
+  } catch {
+    return true;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    // pid (comm) state ppid pgrp ...: comm may hold anything, so the fields are read after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') return true;
+  }
+  return false;
+}
+
+/** How long the processes of a finished step get to disappear once killed. */
+const GROUP_STOP_MS = 10_000;
+
+/**
+ * Kills every process left in the step's group and waits (polling with a bounded backoff) until none runs.
+ * One that cannot be stopped in time fails the install: the content could still change under it.
+ */
+async function stopGroup(pgid: number, step: InstallStep, what: string): Promise<void> {
+  if (!signalGroup(pgid, 'SIGKILL')) return;
+  const deadline = Date.now() + GROUP_STOP_MS;
+  for (let wait = 2; ; wait = Math.min(wait * 2, 100)) {
+    if (!(await groupRunning(pgid))) return;
+    if (Date.now() >= deadline) break;
+    signalGroup(pgid, 'SIGKILL');
+    await delay(wait);
+  }
+  throw new LadingError('E_INSTALL_STEP_FAILED', `processes started by install step "${step.name}" of ${what} could not be stopped`, {
+    hint: 'nothing was installed; the previous version (if any) is still current',
+    details: { step: step.name, run: step.run, processGroup: pgid },
+  });
+}
+
+const SPECIAL_BITS = 0o7000;
+const GROUP_OTHER_WRITE = 0o022;
+
+/**
+ * After install steps ran: walks the content without following links and takes away from every file and
+ * directory the setuid, setgid and sticky bits and group/other write; refuses (E_UNSAFE_PATH) a link whose
+ * target leads out of the content and any device, FIFO or socket. A link may point at the version's final
+ * directory (LADING_INSTALL_DIR) by its absolute path: it is judged as if it pointed into the content.
+ */
+async function sanitizeContent(contentDir: string, installDir: string, what: string): Promise<void> {
+  const realRoot = await realpath(contentDir);
+  const inside = (p: string): boolean => p === realRoot || p.startsWith(realRoot + sep);
+  const refuse = (rel: string, why: string, extra: Record<string, unknown> = {}): never => {
+    throw new LadingError('E_UNSAFE_PATH', `after the install steps of ${what}, ${rel} ${why}`, {
+      hint: 'install steps must leave only regular files, directories and links that stay inside the content',
+      details: { path: rel, ...extra },
+    });
+  };
+  const stack: string[] = [contentDir];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const full = join(dir, entry.name);
+      const rel = relative(contentDir, full).split(sep).join('/');
+      const info = await lstat(full);
+      if (info.isSymbolicLink()) {
+        const target = await readlink(full);
+        // Judged on the real directory the link lies in, then lexically: a link made to dangle now could
+        // lead out later, so the target itself must land inside whether or not it exists.
+        const fromDir = await realpath(dir);
+        const mapped = isAbsolute(target) && (target === installDir || target.startsWith(installDir + sep)) ? join(realRoot, relative(installDir, target)) : target;
+        const lexical = resolve(fromDir, mapped);
+        let real: string | undefined;
+        try {
+          real = await realpath(resolve(dirname(full), mapped));
+        } catch {
+          real = undefined;
+        }
+        if (!inside(lexical) || (real !== undefined && !inside(real))) refuse(rel, `is a symbolic link leading out of the content (to ${target})`, { target });
+        continue;
+      }
+      if (info.isDirectory()) {
+        // Kept readable and searchable by its owner, so that it can be indexed and removed.
+        const mode = (info.mode & 0o7777 & ~(SPECIAL_BITS | GROUP_OTHER_WRITE)) | 0o700;
+        if (mode !== (info.mode & 0o7777)) await chmod(full, mode);
+        stack.push(full);
+        continue;
+      }
+      if (!info.isFile()) refuse(rel, 'is a device, FIFO or socket, which an installed version may not hold');
+      const mode = info.mode & 0o7777 & ~(SPECIAL_BITS | GROUP_OTHER_WRITE);
+      if (mode !== (info.mode & 0o7777)) await chmod(full, mode);
+    }
+  }
 }

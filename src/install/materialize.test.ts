@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { lstat, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isLadingError } from '../errors.js';
@@ -120,9 +120,10 @@ test('a fileset is laid at its default mount path; the same digest again is a no
     assert.equal(replaced[0]!.digest, d2);
     assert.equal(await readFile(join(dir, 'index.html'), 'utf8'), 'v2');
     assert.deepEqual((await readdir(dir)).sort(), [MATERIALIZED_MARKER, 'index.html', 'lading.envelope.json'].sort(), 'nothing of v1 is left');
-    assert.deepEqual(await readdir(join(env.root, '.staging')), []);
+    // Staged beside the destination, and nothing of it, or of the old copy, is left there.
+    assert.deepEqual(await readdir(join(env.root, 'srv')), ['site']);
     // No install-root directories are made in a materialize root.
-    assert.deepEqual((await readdir(env.root)).sort(), ['.lading', '.staging', 'srv']);
+    assert.deepEqual((await readdir(env.root)).sort(), ['.lading', 'srv']);
   }));
 
 test('a fileset with spec.root lays that directory; an explicit mount path is honoured', () =>
@@ -224,4 +225,36 @@ test('overlapping mount paths, and artifacts without one, are refused', () =>
     await assert.rejects(materializeArtifact(env.reg, 'reg.test/bundles/nested:1', { root: env.root, families }), code('E_CONFIG_INVALID', /inside/));
     await env.push('reg.test/tools/cli/jq:1', 'cli', { name: 'jq', spec: { executable: 'jq' }, files: { jq: 'x' } });
     await assert.rejects(materializeArtifact(env.reg, 'reg.test/tools/cli/jq:1', { root: env.root, families }), code('E_USAGE', /lading install/));
+  }));
+
+test('a swap interrupted between its renames is repaired by the next run; leftovers beside the path are removed', () =>
+  withEnv(async (env) => {
+    const d1 = await env.push('reg.test/filesets/site:1', 'fileset', { name: 'site', files: { 'index.html': 'v1' } });
+    await materializeArtifact(env.reg, 'reg.test/filesets/site:1', { root: env.root, families });
+    const srv = join(env.root, 'srv');
+    const dest = join(srv, 'site');
+    const ino = (await lstat(dest)).ino;
+    // The state a crash after "rename old aside" leaves: the old copy aside, nothing at the path, and a
+    // half-downloaded new copy beside it.
+    await rename(dest, join(srv, '.site.lading-old-0123456789abcdef'));
+    await mkdir(join(srv, '.site.lading-new-fedcba9876543210', 'partial'), { recursive: true });
+    // Something that only looks similar is not ours and stays.
+    await mkdir(join(srv, '.site.lading-old-not-ours'));
+    const events: string[] = [];
+    const [r] = await materializeArtifact(env.reg, 'reg.test/filesets/site:1', { root: env.root, families, onEvent: (e) => events.push(e.type) });
+    assert.equal(r!.changed, false, 'the old copy (the same digest) was put back');
+    assert.ok(events.includes('repaired'));
+    assert.equal((await lstat(dest)).ino, ino);
+    assert.equal((await marker(dest)).digest, d1);
+    assert.deepEqual((await readdir(srv)).sort(), ['.site.lading-old-not-ours', 'site']);
+
+    // A crash after both renames leaves the old copy aside with the new one in place: it is removed.
+    await rm(join(srv, '.site.lading-old-not-ours'), { recursive: true });
+    await mkdir(join(srv, '.site.lading-old-00000000000000aa'));
+    await writeFile(join(srv, '.site.lading-old-00000000000000aa', MATERIALIZED_MARKER), JSON.stringify({ digest: 'sha256:old' }));
+    const d2 = await env.push('reg.test/filesets/site:1', 'fileset', { name: 'site', files: { 'index.html': 'v2' } });
+    const [r2] = await materializeArtifact(env.reg, 'reg.test/filesets/site:1', { root: env.root, families });
+    assert.equal(r2!.digest, d2);
+    assert.equal(await readFile(join(dest, 'index.html'), 'utf8'), 'v2');
+    assert.deepEqual(await readdir(srv), ['site']);
   }));

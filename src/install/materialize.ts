@@ -1,5 +1,6 @@
-import { lstat, mkdir, readFile, realpath, rename, rm } from 'node:fs/promises';
-import { dirname, join, posix, sep } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdir, readdir, readFile, realpath, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join, posix, sep } from 'node:path';
 import { LadingError } from '../errors.js';
 import type { ProgressEvent } from '../content/interfaces.js';
 import { fsyncDir, writeFileAtomic } from '../content/atomic.js';
@@ -89,13 +90,13 @@ export function checkMountPath(path: string, what: string): string {
 /**
  * Lays out a mountable artifact (a fileset, config, or any family with a mount path), or every mountable
  * component of a bundle, under `o.root` at its mount path. Everything is resolved and checked (paths,
- * what is already there) before anything is downloaded, and everything is downloaded into staging before
+ * what is already there) before anything is downloaded, and everything is downloaded (beside its mount path) before
  * the first directory is swapped in. A path laid out by an earlier run (it holds the marker) is replaced
  * when the digest differs and left alone when it is the same; anything else there is E_INSTALL_CONFLICT.
  */
 export async function materializeArtifact(opener: Opener, reference: string, o: MaterializeOptions): Promise<MaterializedComponent[]> {
   const plan = await resolveBundle(opener, reference, o.families, o.signal ? { signal: o.signal } : {});
-  // Not openInstallRoot: a materialize root gets only .lading/ (its lock) and .staging/, no pkgs/ or bin/.
+  // Not openInstallRoot: a materialize root gets only .lading/ (its lock), no pkgs/ or bin/.
   const store = new InstallRoot(o.root);
   return store.withLock(() => materialize(store, opener, plan, o), o.signal);
 }
@@ -155,24 +156,28 @@ async function materialize(store: InstallRoot, opener: Opener, plan: PlanNode, o
     }
   }
 
-  // 2. What is there now: nothing, an earlier materialize (same digest or not), or something else.
+  // 2. What is there now: nothing, an earlier materialize (same digest or not), or something else. What a
+  //    run that crashed mid-swap left beside a destination is repaired first.
   for (const item of items) {
     await refuseLinkedParents(store.root, item.dest, item.mountPath);
+    await repairSwap(item.dest, emit);
     item.action = await existingAction(item);
   }
 
-  // 3. Download everything that changes into staging.
+  // 3. Download everything that changes, each beside its destination (same directory, so the swap is a
+  //    rename within one filesystem), under a name a later run recognises as a leftover.
   const staged: Array<{ item: Item; staging: string; laid: string }> = [];
   const results: MaterializedComponent[] = [];
   try {
     for (const item of items) {
       if (item.action === 'same') continue;
-      const staging = await store.newStaging();
+      await refuseLinkedParents(store.root, item.dest, item.mountPath);
+      await mkdir(dirname(item.dest), { recursive: true });
+      const staging = siblingPath(item.dest, 'new');
       staged.push({ item, staging, laid: staging });
-      const content = join(staging, 'content');
       const { target } = await opener.open(item.node.pinned);
       const r = item.resolved;
-      await pullTyped(target, r.root.digest, content, {
+      await pullTyped(target, r.root.digest, staging, {
         families: o.families,
         ...(r.platform ? { platform: r.platform, variant: r.variant ?? {} } : {}),
         expectDigest: r.root.digest,
@@ -181,7 +186,7 @@ async function materialize(store: InstallRoot, opener: Opener, plan: PlanNode, o
         ...(o.signal ? { signal: o.signal } : {}),
         ...(o.onProgress ? { onProgress: o.onProgress } : {}),
       });
-      const laid = await laidDir(content, item);
+      const laid = await laidDir(staging, item);
       const marker: Marker = {
         digest: r.manifest.digest,
         ...(r.root.digest !== r.manifest.digest ? { root: r.root.digest } : {}),
@@ -196,16 +201,27 @@ async function materialize(store: InstallRoot, opener: Opener, plan: PlanNode, o
       emit({ type: 'downloaded', reference: item.node.ref, digest: r.manifest.digest, mountPath: item.mountPath });
     }
 
-    // 4. Swap each into place: the old one (ours) moves aside into its staging dir, the new one moves in.
-    for (const { item, staging, laid } of staged) {
+    // 4. Swap each into place: the old one (ours) is renamed aside, the new one in, then the old one removed.
+    //    A crash between the two renames leaves the old one aside, where the next run puts it back.
+    for (const { item, laid } of staged) {
       o.signal?.throwIfAborted();
       await refuseLinkedParents(store.root, item.dest, item.mountPath);
-      await mkdir(dirname(item.dest), { recursive: true });
       const now = await existingAction(item);
       if (now === 'same') continue;
-      if (now === 'replace') await rename(item.dest, join(staging, 'replaced'));
-      await rename(laid, item.dest);
-      await fsyncDir(dirname(item.dest));
+      const parent = dirname(item.dest);
+      let old: string | undefined;
+      if (now === 'replace') {
+        old = siblingPath(item.dest, 'old');
+        await rename(item.dest, old);
+      }
+      try {
+        await rename(laid, item.dest);
+      } catch (err) {
+        if (old !== undefined) await rename(old, item.dest).catch(() => undefined);
+        throw err;
+      }
+      await fsyncDir(parent);
+      if (old !== undefined) await rm(old, { recursive: true, force: true }).catch(() => undefined);
       emit({ type: 'materialized', reference: item.node.ref, digest: item.resolved.manifest.digest, mountPath: item.mountPath, replaced: now === 'replace' });
     }
   } finally {
@@ -295,4 +311,51 @@ async function refuseLinkedParents(root: string, dest: string, mountPath: string
       throw new LadingError('E_INSTALL_CONFLICT', `${dir} is a file, where ${mountPath} needs a directory`, { details: { mountPath, path: dir } });
     }
   }
+}
+
+/** `<parent>/.<base>.lading-<kind>-<id>`: where a new copy is staged, or an old one is put aside, beside `dest`. */
+function siblingPath(dest: string, kind: 'new' | 'old'): string {
+  return join(dirname(dest), `.${basename(dest)}.lading-${kind}-${randomBytes(8).toString('hex')}`);
+}
+
+/** The names siblingPath gives for `dest`, with their kind. */
+function siblingKind(dest: string, entry: string): 'new' | 'old' | undefined {
+  const prefix = `.${basename(dest)}.lading-`;
+  if (!entry.startsWith(prefix)) return undefined;
+  const m = /^(new|old)-[0-9a-f]{16}$/.exec(entry.slice(prefix.length));
+  return m ? (m[1] as 'new' | 'old') : undefined;
+}
+
+/**
+ * Repairs what a run that stopped mid-way left beside `dest`: a copy being downloaded (`.lading-new-*`) is
+ * removed; an old copy put aside (`.lading-old-*`, holding our marker) is put back when `dest` is missing
+ * (the crash came between the two renames), and removed when `dest` is there (it came after them).
+ */
+async function repairSwap(dest: string, emit: (e: { type: string; [key: string]: unknown }) => void): Promise<void> {
+  const parent = dirname(dest);
+  const entries = await readdir(parent).catch(() => [] as string[]);
+  const olds: string[] = [];
+  for (const entry of entries.sort()) {
+    const kind = siblingKind(dest, entry);
+    if (kind === 'new') await rm(join(parent, entry), { recursive: true, force: true });
+    else if (kind === 'old') {
+      const info = await lstat(join(parent, entry)).catch(() => undefined);
+      if (info?.isDirectory() && !info.isSymbolicLink() && (await readMarker(join(parent, entry, MATERIALIZED_MARKER)))) olds.push(entry);
+    }
+  }
+  if (olds.length === 0) return;
+  let restored: string | undefined;
+  if (!(await lstat(dest).catch(() => undefined))) {
+    // Only one swap runs at a time (under the lock), so there is one; should there be more, the newest wins.
+    let newest: { entry: string; mtime: number } | undefined;
+    for (const entry of olds) {
+      const mtime = (await lstat(join(parent, entry))).mtimeMs;
+      if (!newest || mtime > newest.mtime) newest = { entry, mtime };
+    }
+    restored = newest!.entry;
+    await rename(join(parent, restored), dest);
+    await fsyncDir(parent);
+    emit({ type: 'repaired', path: dest, restored: true });
+  }
+  for (const entry of olds) if (entry !== restored) await rm(join(parent, entry), { recursive: true, force: true });
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isLadingError } from '../errors.js';
-import { checkName, currentVersion, emptyState, readState, updateState, type InstalledVersion } from './state.js';
+import { checkName, checkVersion, currentVersion, emptyState, familyCompatible, readState, updateState, validateState, type InstalledVersion } from './state.js';
 
 let base: string;
 before(async () => {
@@ -92,5 +92,40 @@ describe('installed-state store', () => {
     for (const bad of ['', '.', '..', '.x', '-x', '_x', 'a/b', 'a\\b', 'a b', 'a\0', 'é', 'a'.repeat(129), 7, undefined]) {
       assert.throws(() => checkName(bad, 'name'), (err) => isLadingError(err, 'E_CONFIG_INVALID'));
     }
+  });
+
+  test('checkVersion refuses "current" in any case, and what checkName refuses (a leading dot too)', () => {
+    for (const ok of ['1.0.0', 'currently', 'current1', 'sha256-0123456789ab']) assert.equal(checkVersion(ok), ok);
+    for (const bad of ['current', 'CURRENT', 'Current', 'cUrReNt', '.current', '.1', '', '..', 'a/b']) {
+      assert.throws(() => checkVersion(bad), (err) => isLadingError(err, 'E_CONFIG_INVALID'));
+    }
+  });
+
+  test('familyCompatible: the same family, or "unknown" (a version found without its envelope) on either side', () => {
+    assert.equal(familyCompatible('cli', 'cli'), true);
+    assert.equal(familyCompatible('unknown', 'cli'), true);
+    assert.equal(familyCompatible('pack', 'unknown'), true);
+    assert.equal(familyCompatible('cli', 'pack'), false);
+  });
+
+  test('records keep args and env; wrong types and a version named current are refused', () => {
+    const ok = { version: 1, packages: { a: { name: 'a', family: 'cli', versions: { 1: { ...rec('1'), args: ['-x'], env: { K: 'v' } } }, history: ['1'] } } };
+    assert.deepEqual(validateState(ok).packages.a!.versions['1']!.env, { K: 'v' });
+    const bad = [
+      { ...rec('1'), args: 'x' },
+      { ...rec('1'), args: [1] },
+      { ...rec('1'), env: ['K'] },
+      { ...rec('1'), env: { K: 1 } },
+    ];
+    for (const r of bad) {
+      assert.throws(
+        () => validateState({ version: 1, packages: { a: { name: 'a', family: 'cli', versions: { 1: r }, history: ['1'] } } }),
+        (err) => isLadingError(err, 'E_INSTALL_STATE_INVALID'),
+      );
+    }
+    assert.throws(
+      () => validateState({ version: 1, packages: { a: { name: 'a', family: 'cli', versions: { Current: rec('Current') }, history: ['Current'] } } }),
+      (err) => isLadingError(err, 'E_INSTALL_STATE_INVALID'),
+    );
   });
 });

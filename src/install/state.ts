@@ -24,6 +24,10 @@ export interface InstalledVersion {
   installedAt: string;
   command?: string;
   executable?: string;
+  /** Arguments the command's wrapper passes before the caller's (cli spec.args); with env, bin/<command> is a wrapper. */
+  args?: string[];
+  /** Environment the command's wrapper exports (cli spec.env). */
+  env?: Record<string, string>;
   /** Names of packages this one depends on (cli spec.deps). */
   deps: string[];
   /** Classes a pack provides. */
@@ -31,7 +35,9 @@ export interface InstalledVersion {
   signed?: boolean;
   /**
    * Set when the version was not recorded by an install but found on disk by reconcile (its `current`
-   * pointed at it while the state had no entry). Its digest is then unknown (`digest` is '').
+   * pointed at it while the state had no entry). Its digest is then unknown (`digest` is ''); its family,
+   * command and deps are read back from the version's lading.envelope.json when that can be read, else
+   * the family is 'unknown' (which any family may replace).
    */
   found?: boolean;
 }
@@ -69,6 +75,29 @@ export function checkName(value: unknown, what: string): string {
     });
   }
   return value;
+}
+
+/** The family of a version whose envelope could not be read back; compatible with every family. */
+export const UNKNOWN_FAMILY = 'unknown';
+
+/** Versions that would collide with `pkgs/<name>/current` (on a case-insensitive filesystem too). */
+const RESERVED_VERSION = /^current$/i;
+
+/** Checks a version as checkName does, and refuses `current` in any case (the name of the link). */
+export function checkVersion(value: unknown, what = 'version'): string {
+  checkName(value, what);
+  if (RESERVED_VERSION.test(value as string)) {
+    throw new LadingError('E_CONFIG_INVALID', `${what} ${JSON.stringify(value)} is reserved`, {
+      hint: `"current" names the link to the current version; publish under another version`,
+      details: { [what]: value },
+    });
+  }
+  return value as string;
+}
+
+/** Whether a package installed as `installed` may take a version of family `incoming` ('unknown' fits any). */
+export function familyCompatible(installed: string, incoming: string): boolean {
+  return installed === incoming || installed === UNKNOWN_FAMILY || incoming === UNKNOWN_FAMILY;
 }
 
 export function statePath(root: string): string {
@@ -180,7 +209,7 @@ export function validateState(doc: unknown, path = STATE_FILE): InstallState {
     if (new Set(pkg.history).size !== pkg.history.length) throw invalid(path, `${at}.history repeats a version`);
     for (const [version, rec] of Object.entries(pkg.versions)) {
       const vat = `${at}.versions[${JSON.stringify(version)}]`;
-      if (!NAME_PATTERN.test(version)) throw invalid(path, `${vat}: not a valid version`);
+      if (!NAME_PATTERN.test(version) || RESERVED_VERSION.test(version)) throw invalid(path, `${vat}: not a valid version`);
       if (!isObject(rec)) throw invalid(path, `${vat} is not an object`);
       if (rec.version !== version) throw invalid(path, `${vat}.version is not ${JSON.stringify(version)}`);
       for (const key of ['digest', 'reference', 'family', 'installedAt'] as const) {
@@ -191,6 +220,10 @@ export function validateState(doc: unknown, path = STATE_FILE): InstallState {
       }
       if (!isStringArray(rec.deps)) throw invalid(path, `${vat}.deps is not an array of strings`);
       if (rec.classes !== undefined && !isStringArray(rec.classes)) throw invalid(path, `${vat}.classes is not an array of strings`);
+      if (rec.args !== undefined && !isStringArray(rec.args)) throw invalid(path, `${vat}.args is not an array of strings`);
+      if (rec.env !== undefined && !(isObject(rec.env) && Object.values(rec.env).every((v) => typeof v === 'string'))) {
+        throw invalid(path, `${vat}.env is not an object of strings`);
+      }
       for (const key of ['signed', 'found'] as const) {
         if (rec[key] !== undefined && typeof rec[key] !== 'boolean') throw invalid(path, `${vat}.${key} is not a boolean`);
       }

@@ -6,7 +6,7 @@
  * the next install completes.
  */
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { fileIndex } from './file-index.js';
 import { readState } from './state.js';
 import { openInstallRoot } from './store.js';
+import { isLadingError } from '../errors.js';
 import { fakeInstall } from '../../test/support/install-fake.js';
 import { REPO_ROOT, killAllChildren, spawnTs, type LineChild } from '../../test/support/child-process.js';
 
@@ -141,8 +142,8 @@ const UPGRADE_POINTS: Array<[string, '1' | '2']> = [
   ['cp:switch:linked', '1'],
   ['cp:switch:renamed', '2'],
   ['switched', '2'],
-  ['cp:expose:linked', '2'],
-  ['cp:expose:renamed', '2'],
+  // (The same command through `current` is right for both versions: exposing 2 writes nothing, so there is
+  // no expose:* point here; see the renamed-command upgrade below.)
   ['exposed', '2'],
 ];
 
@@ -167,6 +168,35 @@ describe('install store under SIGKILL', () => {
       const r = await openInstallRoot(root);
       assert.deepEqual(await r.rollback('demo'), { from: '2', to: '1' });
       assert.equal(await assertConsistent(root, 'demo', ['1']), '1');
+    });
+  }
+
+  for (const [point, expected] of [
+    ['cp:commit:recorded', '1'],
+    ['cp:switch:linked', '1'],
+    ['cp:switch:renamed', '2'],
+    ['cp:expose:linked', '2'],
+    ['cp:expose:renamed', '2'],
+    ['exposed', '2'],
+  ] as const) {
+    test(`upgrade renaming its command (tool → tool2) killed at "${point}": bin/ is the current version's on the next open`, async () => {
+      const root = await freshRoot();
+      await fakeInstall(root, { name: 'demo', version: '1' });
+      const pid = await killAt(['install', root, 'demo', '2', '10', 'tool2'], point);
+      assert.equal(await assertConsistent(root, 'demo', [expected]), expected);
+      await assertRepairedOnOpen(root, pid);
+      // Whatever the moment, the open after it leaves exactly the current version's command.
+      const want = expected === '2' ? 'tool2' : 'tool';
+      assert.deepEqual(await readdir(join(root, 'bin')), [want]);
+      assert.equal(await readlink(join(root, 'bin', want)), '../pkgs/demo/current/bin/tool');
+      const { stdout } = await exec(join(root, 'bin', want), [], { timeout: 10_000 });
+      assert.equal(stdout, `tool demo ${expected} \n`);
+      // And the install completes; a rollback brings the old command back.
+      await fakeInstall(root, { name: 'demo', version: '2', files: 10, command: 'tool2' });
+      assert.deepEqual(await readdir(join(root, 'bin')), ['tool2']);
+      const r = await openInstallRoot(root);
+      assert.deepEqual(await r.rollback('demo'), { from: '2', to: '1' });
+      assert.deepEqual(await readdir(join(root, 'bin')), ['tool']);
     });
   }
 
@@ -271,6 +301,33 @@ describe('install store with concurrent processes', () => {
     const exit = await waiter.exited;
     assert.equal(exit.code, 0);
     assert.equal(await assertConsistent(root, 'demo', ['2']), '2');
+    assert.deepEqual(await readdir(join(root, '.staging')), []);
+  });
+
+  test('a stopped (SIGSTOP) holder keeps install.lock however old it gets, and its staging survives others', async () => {
+    const root = await freshRoot();
+    const lock = join(root, '.lading', 'install.lock');
+    const holder = startChild(['install', root, 'demo', '1', '10'], 'staged');
+    await holder.line('paused staged', 30_000);
+    const staging = await readdir(join(root, '.staging'));
+    assert.equal(staging.length, 1);
+    process.kill(holder.pid, 'SIGSTOP');
+    try {
+      // Hours without a refresh, as after a suspend: the holder is alive, so nothing is broken.
+      const old = new Date(Date.now() - 3 * 60 * 60_000);
+      await utimes(lock, old, old);
+      const r = await openInstallRoot(root);
+      assert.deepEqual(await readdir(join(root, '.staging')), staging, 'open did not reconcile');
+      await assert.rejects(r.withLock(async () => 'taken', AbortSignal.timeout(1_500)), (err) => isLadingError(err, 'E_ABORTED'));
+      assert.equal(JSON.parse(await readFile(lock, 'utf8')).pid, holder.pid);
+      assert.deepEqual(await readdir(join(root, '.staging')), staging);
+    } finally {
+      process.kill(holder.pid, 'SIGCONT');
+    }
+    holder.proc.stdin!.write('go on\n');
+    await holder.line('result ', 60_000);
+    assert.equal((await holder.exited).code, 0);
+    assert.equal(await assertConsistent(root, 'demo', ['1']), '1');
     assert.deepEqual(await readdir(join(root, '.staging')), []);
   });
 });

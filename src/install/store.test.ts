@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { isLadingError, type ErrorCode } from '../errors.js';
 import { fileIndex } from './file-index.js';
 import { currentVersion, readState, type InstalledVersion } from './state.js';
-import { InstallRoot, openInstallRoot, shQuote } from './store.js';
+import { INSTALL_LOCK_WAIT_MS, InstallRoot, listInstalled, openInstallRoot, shQuote } from './store.js';
 import { fakeInstall } from '../../test/support/install-fake.js';
 
 const exec = promisify(execFile);
@@ -100,19 +100,27 @@ describe('install store', () => {
 
   test('newStaging makes private, distinct directories inside .staging', async () => {
     const r = await openInstallRoot(await freshRoot());
-    const a = await r.newStaging();
-    const b = await r.newStaging();
-    assert.notEqual(a, b);
-    assert.equal((await stat(a)).mode & 0o777, 0o700);
-    assert.ok(a.startsWith(join(r.root, '.staging') + '/'));
-    await r.removeStaging(a);
-    await assert.rejects(stat(a), { code: 'ENOENT' });
-    await rejectsWith(r.removeStaging(join(r.root, 'pkgs')), 'E_USAGE');
+    await r.withLock(async () => {
+      const a = await r.newStaging();
+      const b = await r.newStaging();
+      assert.notEqual(a, b);
+      assert.equal((await stat(a)).mode & 0o777, 0o700);
+      assert.ok(a.startsWith(join(r.root, '.staging') + '/'));
+      await r.removeStaging(a);
+      await assert.rejects(stat(a), { code: 'ENOENT' });
+      await rejectsWith(r.removeStaging(join(r.root, 'pkgs')), 'E_USAGE');
+    });
+    // Only the lock's holder stages (the next holder removes whatever it did not make).
+    const err = await rejectsWith(r.newStaging(), 'E_USAGE');
+    assert.match((err as { hint?: string }).hint ?? '', /withLock/);
+    await r.withLock(async () => undefined);
+    assert.deepEqual(await readdir(join(r.root, '.staging')), [], 'b was removed by the next holder');
   });
 
   test('commitVersion: same digest → exists (one directory), other digest → E_INSTALL_CONFLICT', async () => {
     const root = await freshRoot();
     const r = await openInstallRoot(root);
+    await r.withLock(async () => {
     const s1 = await stage(r, { 'a.txt': 'one' });
     assert.equal(await r.commitVersion({ stagingDir: s1.dir, name: 'x', version: '1', record: record('1', 'sha256:aa'), files: s1.files }), 'committed');
     await assert.rejects(stat(s1.dir), { code: 'ENOENT' });
@@ -128,6 +136,7 @@ describe('install store', () => {
     );
     assert.match((err as { hint?: string }).hint ?? '', /uninstall/);
     assert.equal(await readFile(join(root, 'pkgs', 'x', '1', 'a.txt'), 'utf8'), 'one');
+    });
     assert.deepEqual(await readdir(join(root, 'pkgs', 'x')), ['.files', '1']);
     const state = await readState(root);
     assert.deepEqual(state.packages.x!.history, ['1']);
@@ -136,6 +145,7 @@ describe('install store', () => {
 
   test('commitVersion validates names, versions, records and where the staging is', async () => {
     const r = await openInstallRoot(await freshRoot());
+    await r.withLock(async () => {
     const s = await stage(r, { f: 'x' });
     for (const bad of ['../x', '.hidden', '', 'a/b', '-x', 'x'.repeat(129)]) {
       await rejectsWith(r.commitVersion({ stagingDir: s.dir, name: bad, version: '1', record: record('1', 'sha256:a'), files: s.files }), 'E_CONFIG_INVALID');
@@ -146,6 +156,14 @@ describe('install store', () => {
     await mkdir(outside);
     await rejectsWith(r.commitVersion({ stagingDir: outside, name: 'x', version: '1', record: record('1', 'sha256:a'), files: s.files }), 'E_USAGE');
     await rejectsWith(r.commitVersion({ stagingDir: r.stagingRoot, name: 'x', version: '1', record: record('1', 'sha256:a'), files: s.files }), 'E_USAGE');
+    // "current" names the link, in any case (a case-insensitive filesystem), so it is no version.
+    for (const reserved of ['current', 'CURRENT', 'Current']) {
+      await rejectsWith(
+        r.commitVersion({ stagingDir: s.dir, name: 'x', version: reserved, record: record(reserved, 'sha256:a'), files: s.files }),
+        'E_CONFIG_INVALID',
+      );
+    }
+    });
     assert.deepEqual(await readdir(join(r.root, 'pkgs')), []);
   });
 
@@ -153,11 +171,13 @@ describe('install store', () => {
     const root = await freshRoot();
     await fakeInstall(root, { name: 'demo', version: '1' });
     const r = await openInstallRoot(root);
-    const s = await stage(r, { f: 'x' });
-    await rejectsWith(
-      r.commitVersion({ stagingDir: s.dir, name: 'demo', version: '2', record: record('2', 'sha256:a', { family: 'pack' }), files: s.files }),
-      'E_INSTALL_CONFLICT',
-    );
+    await r.withLock(async () => {
+      const s = await stage(r, { f: 'x' });
+      await rejectsWith(
+        r.commitVersion({ stagingDir: s.dir, name: 'demo', version: '2', record: record('2', 'sha256:a', { family: 'pack' }), files: s.files }),
+        'E_INSTALL_CONFLICT',
+      );
+    });
   });
 
   test('switchCurrent needs an installed version and returns the previous one', async () => {
@@ -245,6 +265,8 @@ describe('install store', () => {
     await fakeInstall(root, { name: 'a', version: '1', command: 'tool' });
     await fakeInstall(root, { name: 'b', version: '1', command: 'btool' });
     const r = await openInstallRoot(root);
+    // One hold: each new holder makes bin/ what the records say, which would undo the extra commands made here.
+    await r.withLock(async () => {
     const err = await rejectsWith(r.exposeCommand('b', 'tool', 'bin/tool'), 'E_INSTALL_CONFLICT');
     assert.match(err.message, /belongs to package a/);
     assert.equal(await runBin(root, 'tool'), 'tool a 1 \n');
@@ -277,11 +299,17 @@ describe('install store', () => {
     await rejectsWith(r.exposeCommand('a', 'x', 'bin/tool', { args: ['a\0b'] }), 'E_CONFIG_INVALID');
     // Temp files of failed attempts are not left behind.
     assert.deepEqual((await readdir(join(root, 'bin'))).filter((e) => e.startsWith('.')), []);
+    });
+    // The next holder makes a's bin/ its record's again: the extra 'wrapped' goes, bin/tool is a link.
+    await r.withLock(async () => undefined);
+    assert.deepEqual((await readdir(join(root, 'bin'))).sort(), ['btool', 'dir', 'mine', 'shell', 'tool']);
+    assert.equal(await readlink(join(root, 'bin', 'tool')), '../pkgs/a/current/bin/tool');
   });
 
   test('a wrapper passes args and env through sh quoting unchanged, is 0755, and runs the current version', async () => {
     const root = await freshRoot();
     const rr = await openInstallRoot(root);
+    await rr.withLock(async () => {
     const s = await rr.newStaging();
     const content = join(s, 'c');
     await mkdir(join(content, 'bin'), { recursive: true });
@@ -304,6 +332,7 @@ describe('install store', () => {
     assert.equal(stdout, expected);
     const script = await readFile(join(root, 'bin', 'show'), 'utf8');
     assert.ok(script.startsWith('#!/bin/sh\n# lading-wrapper package=w command=show\n'));
+    });
     // Uninstall removes wrappers too.
     await rr.uninstall('w');
     await assert.rejects(lstat(join(root, 'bin', 'show')), { code: 'ENOENT' });
@@ -329,15 +358,17 @@ describe('install store', () => {
       await mkdir(join(c, 'bin'), { recursive: true });
       await writeFile(join(c, 'bin', 'tool'), '#!/bin/sh\necho two\n', { mode: 0o755 });
       const files = await fileIndex(c);
-      await r.commitVersion({ stagingDir: c, name: 'demo', version: '2', record: record('2', 'sha256:2'), files });
+      // Version 2 names its command tool2: the switch exposes it (and removes tool); the rollback the reverse.
+      await r.commitVersion({ stagingDir: c, name: 'demo', version: '2', record: record('2', 'sha256:2', { command: 'tool2', executable: 'bin/tool' }), files });
       await r.switchCurrent('demo', '2');
-      await r.exposeCommand('demo', 'tool', 'bin/tool');
+      // Exactly what is there already: nothing is written, no event.
+      await r.exposeCommand('demo', 'tool2', 'bin/tool');
     });
     await r.rollback('demo');
     await r.uninstall('demo');
     assert.deepEqual(
       seen.map(([n]) => n),
-      ['committed', 'switched', 'exposed', 'switched', 'rolled-back', 'uninstalled'],
+      ['committed', 'switched', 'exposed', 'switched', 'exposed', 'rolled-back', 'uninstalled'],
     );
     for (const [, e] of seen) {
       assert.equal(Object.getPrototypeOf(e), Object.prototype);
@@ -345,7 +376,8 @@ describe('install store', () => {
     }
     assert.deepEqual(seen[0]![1], { name: 'demo', version: '2', digest: 'sha256:2', path: join(r.root, 'pkgs', 'demo', '2') });
     assert.deepEqual(seen[1]![1], { name: 'demo', from: '1', to: '2' });
-    assert.deepEqual(seen[2]![1], { name: 'demo', command: 'tool', path: join(r.root, 'bin', 'tool'), wrapper: false });
+    assert.deepEqual(seen[2]![1], { name: 'demo', command: 'tool2', path: join(r.root, 'bin', 'tool2'), wrapper: false });
+    assert.deepEqual(seen[4]![1], { name: 'demo', command: 'tool', path: join(r.root, 'bin', 'tool'), wrapper: false });
   });
 
   test('withLock is re-entrant, serialises holders in one process, and honours an aborted signal', async () => {
@@ -384,11 +416,14 @@ describe('install store', () => {
     await fakeInstall(root, { name: 'gone', version: '1', command: 'gone' });
     const r = await openInstallRoot(root);
     await rm(join(root, 'pkgs', 'gone'), { recursive: true });
-    // Staging of a dead process (pid above any pid_max), one without a pid, one of a live process.
+    // Staging of a dead process (pid above any pid_max), one without a pid, one named with a live pid (a
+    // reused one: whoever made it no longer holds the lock, so it is garbage all the same), one with ours.
     await mkdir(join(root, '.staging', '99999999-dead', 'x'), { recursive: true });
     await mkdir(join(root, '.staging', 'junk'));
     const live = `${process.ppid}-live`;
     await mkdir(join(root, '.staging', live));
+    const own = `${process.pid}-0123456789abcdef`;
+    await mkdir(join(root, '.staging', own));
     // A version renamed in but never recorded, and temps of dead writers.
     await mkdir(join(root, 'pkgs', 'demo', '3'));
     await writeFile(join(root, 'pkgs', 'demo', '.files', '3.json'), '{"files":{}}');
@@ -396,14 +431,15 @@ describe('install store', () => {
     await writeFile(join(root, 'bin', '.tool.99999999.abcdef.tmp'), 'x');
 
     const report = await r.reconcile();
-    assert.deepEqual(report.staging.sort(), ['99999999-dead', 'junk']);
+    assert.deepEqual(report.staging.sort(), ['99999999-dead', live, own, 'junk'].sort());
     assert.deepEqual(report.removed, ['demo@3']);
     assert.deepEqual(report.found, []);
     assert.deepEqual(report.dropped, ['gone@1']);
-    assert.deepEqual(await readdir(join(root, '.staging')), [live]);
+    assert.deepEqual(report.unexposed, ['gone'], 'the command of a package that is gone');
+    assert.deepEqual(await readdir(join(root, '.staging')), []);
     assert.deepEqual((await readdir(join(root, 'pkgs', 'demo'))).sort(), ['.files', '1', '2', 'current']);
     assert.deepEqual((await readdir(join(root, 'pkgs', 'demo', '.files'))).sort(), ['1.json', '2.json']);
-    assert.deepEqual(await readdir(join(root, 'bin')).then((e) => e.sort()), ['gone', 'tool']);
+    assert.deepEqual(await readdir(join(root, 'bin')).then((e) => e.sort()), ['tool']);
     assert.equal((await readState(root)).packages.gone, undefined);
 
     // current pointing at an unrecorded version: recorded as found (digest unknown), first in the history.
@@ -420,6 +456,7 @@ describe('install store', () => {
     assert.deepEqual((await readState(root)).packages.demo!.history, ['4', '1', '2']);
 
     // A commit of the same files adopts it with the real record; other files conflict.
+    await r.withLock(async () => {
     const other = await stage(r, { f: 'FOUR' });
     await rejectsWith(r.commitVersion({ stagingDir: other.dir, name: 'demo', version: '4', record: record('4', 'sha256:44'), files: other.files }), 'E_INSTALL_CONFLICT');
     const same = await stage(r, { f: 'four' });
@@ -428,7 +465,7 @@ describe('install store', () => {
     assert.equal(adopted.digest, 'sha256:44');
     assert.equal(adopted.found, undefined);
     assert.deepEqual((await readState(root)).packages.demo!.history, ['1', '2', '4']);
-    await rm(join(root, '.staging', live), { recursive: true });
+    });
   });
 
   test('openInstallRoot does not reconcile while another holder has the lock, and does once it is free', async () => {
@@ -508,5 +545,247 @@ describe('install store', () => {
     assert.deepEqual(onDisk, recorded);
     const digest = `sha256:${createHash('sha256').update(JSON.stringify(onDisk)).digest('hex')}`;
     assert.equal((await readState(root)).packages.demo!.versions['1']!.digest, digest);
+  });
+
+  // ---- review findings -------------------------------------------------------------------------------
+
+  test('switch and rollback make bin/ the current version\'s: renamed commands, args and env, content compared', async () => {
+    const root = await freshRoot();
+    await fakeInstall(root, { name: 'demo', version: '1' });
+    await fakeInstall(root, { name: 'demo', version: '2', command: 'tool2', args: ['--two'], env: { V: 'two' } });
+    const state = await readState(root);
+    assert.deepEqual(state.packages.demo!.versions['2']!.args, ['--two']);
+    assert.deepEqual(state.packages.demo!.versions['2']!.env, { V: 'two' });
+    // The old command went with the switch; the new one is a wrapper (args/env recorded).
+    assert.deepEqual(await readdir(join(root, 'bin')), ['tool2']);
+    assert.ok((await lstat(join(root, 'bin', 'tool2'))).isFile());
+    assert.equal(await runBin(root, 'tool2', ['x']), 'tool demo 2 --two x\n');
+    const r = await openInstallRoot(root);
+    assert.deepEqual(await r.rollback('demo'), { from: '2', to: '1' });
+    assert.deepEqual(await readdir(join(root, 'bin')), ['tool']);
+    assert.equal(await readlink(join(root, 'bin', 'tool')), '../pkgs/demo/current/bin/tool');
+    assert.equal(await runBin(root, 'tool'), 'tool demo 1 \n');
+    await r.switchCurrent('demo', '2');
+    assert.deepEqual(await readdir(join(root, 'bin')), ['tool2']);
+
+    // "Already exposed" means the same bytes, not just an entry of this package: a changed wrapper and a
+    // link to another file of the package are rewritten.
+    const wrapper = await readFile(join(root, 'bin', 'tool2'), 'utf8');
+    const exposed: unknown[] = [];
+    r.events.on('exposed', (e) => exposed.push(e));
+    // (Inside one hold: a new holder's reconcile would repair it first, quietly.)
+    await r.withLock(async () => {
+      await writeFile(join(root, 'bin', 'tool2'), wrapper.replace("'--two'", "'--evil'"));
+      await r.exposeFor('demo', '2');
+      assert.equal(await readFile(join(root, 'bin', 'tool2'), 'utf8'), wrapper);
+      assert.equal(exposed.length, 1);
+      await r.exposeFor('demo', '2');
+      assert.equal(exposed.length, 1, 'exactly right already: nothing written, no event');
+    });
+    await writeFile(join(root, 'bin', 'tool2'), wrapper.replace("'--two'", "'--evil'"));
+    await r.withLock(async () => undefined);
+    assert.equal(await readFile(join(root, 'bin', 'tool2'), 'utf8'), wrapper, 'the next holder repairs it too');
+    await r.rollback('demo');
+    await symlink('../pkgs/demo/current/data/file-0.txt', join(root, 'bin', '.x.tmp-by-hand'));
+    await rename(join(root, 'bin', '.x.tmp-by-hand'), join(root, 'bin', 'tool'));
+    await r.exposeFor('demo', '1');
+    assert.equal(await readlink(join(root, 'bin', 'tool')), '../pkgs/demo/current/bin/tool');
+    await rejectsWith(r.exposeFor('demo', '2'), 'E_USAGE');
+    await rejectsWith(r.exposeFor('demo', 'current'), 'E_CONFIG_INVALID');
+    await rejectsWith(r.exposeFor('ghost', '1'), 'E_USAGE');
+  });
+
+  test('a kill between the switch and the expose: the next open makes bin/ the current version\'s', async () => {
+    const root = await freshRoot();
+    await fakeInstall(root, { name: 'demo', version: '1' });
+    await fakeInstall(root, { name: 'demo', version: '2', command: 'tool2' });
+    await fakeInstall(root, { name: 'other', version: '1', command: 'other' });
+    const r = await openInstallRoot(root);
+    await r.rollback('demo');
+    // As if a process died right after renaming `current` to 2: bin/ still has 1's command.
+    await symlink('2', join(root, 'pkgs', 'demo', 'current.new'));
+    await rename(join(root, 'pkgs', 'demo', 'current.new'), join(root, 'pkgs', 'demo', 'current'));
+    // And another package's link is gone (killed during an earlier expose), a link of an uninstalled one is left.
+    await rm(join(root, 'bin', 'other'));
+    await symlink('../pkgs/ghost/current/bin/tool', join(root, 'bin', 'ghost'));
+    const report = await new InstallRoot(root, { packages: true }).tryReconcile();
+    assert.deepEqual(report?.unexposed, ['ghost', 'tool']);
+    assert.deepEqual(report?.unexposable, []);
+    assert.deepEqual((await readdir(join(root, 'bin'))).sort(), ['other', 'tool2']);
+    assert.equal(await runBin(root, 'tool2'), 'tool demo 2 \n');
+    assert.equal(await runBin(root, 'other'), 'tool other 1 \n');
+  });
+
+  test('a lost state file: versions found on disk get their family and command back from the envelope', async () => {
+    const root = await freshRoot();
+    await fakeInstall(root, { name: 'demo', version: '1', deps: ['lib'], args: ['-a'] });
+    await rm(join(root, '.lading', 'state.json'));
+    await rm(join(root, 'bin', 'tool'));
+    const report = await (await openInstallRoot(root)).tryReconcile();
+    assert.deepEqual(report?.found, []);
+    const rec = (await readState(root)).packages.demo!.versions['1']!;
+    assert.equal((await readState(root)).packages.demo!.family, 'cli');
+    assert.equal(rec.found, true);
+    assert.equal(rec.digest, '');
+    assert.equal(rec.family, 'cli');
+    assert.equal(rec.command, 'tool');
+    assert.equal(rec.executable, 'bin/tool');
+    assert.deepEqual(rec.args, ['-a']);
+    assert.deepEqual(rec.deps, ['lib']);
+    // bin/ was re-derived from it, and installing goes on as a cli.
+    assert.equal(await runBin(root, 'tool'), 'tool demo 1 -a\n');
+    await fakeInstall(root, { name: 'demo', version: '2' });
+    assert.equal(await runBin(root, 'tool'), 'tool demo 2 \n');
+
+    // Without a readable envelope the family is 'unknown', which any family may take over.
+    const other = await freshRoot();
+    await fakeInstall(other, { name: 'demo', version: '1' });
+    await rm(join(other, '.lading', 'state.json'));
+    await writeFile(join(other, 'pkgs', 'demo', '1', 'lading.envelope.json'), '{not json');
+    await openInstallRoot(other);
+    const pkg = (await readState(other)).packages.demo!;
+    assert.equal(pkg.family, 'unknown');
+    assert.equal(pkg.versions['1']!.command, undefined);
+    assert.equal(await runBin(other, 'tool'), 'tool demo 1 \n', 'a found version of unknown command leaves bin/ alone');
+    await fakeInstall(other, { name: 'demo', version: '2' });
+    assert.equal((await readState(other)).packages.demo!.family, 'cli');
+
+    // An envelope naming another package, or too big, is not believed.
+    const third = await freshRoot();
+    await fakeInstall(third, { name: 'demo', version: '1' });
+    await rm(join(third, '.lading', 'state.json'));
+    await writeFile(join(third, 'pkgs', 'demo', '1', 'lading.envelope.json'), JSON.stringify({ kind: 'pack', metadata: { name: 'else' }, spec: {} }));
+    await openInstallRoot(third);
+    assert.equal((await readState(third)).packages.demo!.family, 'unknown');
+  });
+
+  test('a committed version is readable by everyone (0755 & ~umask), though staging is private', async () => {
+    const root = await freshRoot();
+    await fakeInstall(root, { name: 'demo', version: '1' });
+    const umask = process.umask();
+    assert.equal((await stat(join(root, 'pkgs', 'demo', '1'))).mode & 0o777, 0o755 & ~umask);
+    assert.equal((await stat(join(root, '.staging'))).isDirectory(), true);
+  });
+
+  test('the lock stops being re-entrant once withLock returned, for work scheduled inside it', async () => {
+    const root = await freshRoot();
+    const r = await openInstallRoot(root);
+    const lock = join(root, '.lading', 'install.lock');
+    let go!: () => void;
+    const gate = new Promise<void>((res) => (go = res));
+    let later!: Promise<boolean>;
+    let laterStaging!: Promise<unknown>;
+    await r.withLock(async () => {
+      assert.equal(r.locked, true);
+      // Continuations created here keep this async context after the hold ended.
+      later = gate.then(() => r.withLock(async () => exists(lock)));
+      laterStaging = gate.then(() => r.newStaging().catch((e: unknown) => e));
+    });
+    assert.equal(r.locked, false);
+    go();
+    assert.equal(await later, true, 'the later withLock took the lock itself');
+    assert.ok(isLadingError(await laterStaging, 'E_USAGE'), 'staging after the hold ended is refused');
+    await assert.rejects(stat(lock), { code: 'ENOENT' });
+  });
+
+  test('an explicit reconcile inside a hold keeps that hold\'s staging; every other entry goes', async () => {
+    const root = await freshRoot();
+    const r = await openInstallRoot(root);
+    await r.withLock(async () => {
+      const mine = await r.newStaging();
+      await mkdir(join(root, '.staging', `${process.pid}-leftover`));
+      await mkdir(join(root, '.staging', '1-pid-one'));
+      const report = await r.reconcile();
+      assert.deepEqual(report.staging.sort(), [`${process.pid}-leftover`, '1-pid-one'].sort());
+      assert.ok((await stat(mine)).isDirectory());
+      await r.removeStaging(mine);
+    });
+  });
+
+  test('orphans: file indexes without a version, temps in .files/ and .lading/ are removed', async () => {
+    const root = await freshRoot();
+    await fakeInstall(root, { name: 'demo', version: '1' });
+    const files = join(root, 'pkgs', 'demo', '.files');
+    await writeFile(join(files, '9.json'), '{"files":{}}');
+    await writeFile(join(files, '.1.json.99999999.abcdef.tmp'), 'x');
+    await writeFile(join(files, `.1.json.${process.pid}.abcdef.tmp`), 'x');
+    await writeFile(join(root, '.lading', '.state.json.99999999.abcdef.tmp'), 'x');
+    await writeFile(join(root, '.lading', `.state.json.${process.ppid}.abcdef.tmp`), 'x');
+    await writeFile(join(root, 'bin', `.tool.${process.pid}.abcdef.tmp`), 'x');
+    await openInstallRoot(root);
+    assert.deepEqual(await readdir(files), ['1.json']);
+    assert.deepEqual((await readdir(join(root, '.lading'))).sort(), ['state.json']);
+    assert.deepEqual(await readdir(join(root, 'bin')), ['tool']);
+  });
+
+  test('install.lock: a lock naming this process that it does not hold (an earlier life of the pid) is broken', async () => {
+    const root = await freshRoot();
+    const r = await openInstallRoot(root);
+    const lock = join(root, '.lading', 'install.lock');
+    await writeFile(lock, JSON.stringify({ pid: process.pid, host: hostname(), nonce: 'an-earlier-process' }));
+    await mkdir(join(root, '.staging', `${process.pid}-earlier`));
+    const report = await r.tryReconcile();
+    assert.deepEqual(report?.staging, [`${process.pid}-earlier`]);
+    assert.equal(await r.withLock(async () => 'taken', AbortSignal.timeout(5_000)), 'taken');
+  });
+
+  test('install.lock waits as long as an install may take, and an abort ends the wait', async () => {
+    assert.ok(INSTALL_LOCK_WAIT_MS >= 24 * 60 * 60_000);
+    const root = await freshRoot();
+    const r = await openInstallRoot(root);
+    let leave!: () => void;
+    const hold = new Promise<void>((res) => (leave = res));
+    let entered!: () => void;
+    const inside = new Promise<void>((res) => (entered = res));
+    const holder = r.withLock(async () => {
+      entered();
+      await hold;
+    });
+    await inside;
+    // Made old: a live holder on this host is not broken by age.
+    const old = new Date(Date.now() - 2 * 60 * 60_000);
+    await utimes(join(root, '.lading', 'install.lock'), old, old);
+    const other = new InstallRoot(root, { packages: true });
+    const started = Date.now();
+    await rejectsWith(other.withLock(async () => 'got it', AbortSignal.timeout(1_500)), 'E_ABORTED');
+    assert.ok(Date.now() - started < 10_000, 'the abort was noticed promptly');
+    assert.equal(await other.tryReconcile(), undefined);
+    leave();
+    await holder;
+    assert.equal(await other.withLock(async () => 'got it'), 'got it');
+  });
+
+  test('listInstalled reads without changing anything: no directories, no lock, no reconcile', async () => {
+    const bare = join(await freshRoot(), 'does-not-exist');
+    assert.deepEqual(await listInstalled(bare), []);
+    await assert.rejects(stat(bare), { code: 'ENOENT' });
+
+    const root = await freshRoot();
+    await fakeInstall(root, { name: 'b', version: '1', command: 'b' });
+    await fakeInstall(root, { name: 'b', version: '2', command: 'b' });
+    await fakeInstall(root, { name: 'a', version: '1', command: 'a' });
+    const r = await openInstallRoot(root);
+    await mkdir(join(root, '.staging', '99999999-dead'));
+    let leave!: () => void;
+    const hold = new Promise<void>((res) => (leave = res));
+    let entered!: () => void;
+    const inside = new Promise<void>((res) => (entered = res));
+    const holder = new InstallRoot(root).withLock(async () => {
+      entered();
+      await hold;
+    });
+    await inside;
+    // (Outside the holder's context: a reader neither waits for the lock nor takes it.)
+    const listed = await listInstalled(root);
+    leave();
+    await holder;
+    assert.deepEqual(listed.map((p) => [p.name, p.family, p.current, p.versions.map((v) => v.version)]), [
+      ['a', 'cli', '1', ['1']],
+      ['b', 'cli', '2', ['1', '2']],
+    ]);
+    await mkdir(join(root, '.staging', '99999999-dead2'));
+    assert.deepEqual(await listInstalled(root), listed);
+    assert.deepEqual(await r.list(), listed);
+    assert.ok(await exists(join(root, '.staging', '99999999-dead2')), 'nothing reconciled');
   });
 });

@@ -1,5 +1,5 @@
 // Child process for the install crash and concurrency tests.
-//   install-child.ts install <root> <name> <version> <files>   a fake install (install-fake.ts)
+//   install-child.ts install <root> <name> <version> <files> [<command>]   a fake install (install-fake.ts)
 //   install-child.ts uninstall <root> <name>
 //   install-child.ts rollback <root> <name>
 // Prints "phase <p>" at each step. When the env var INSTALL_PAUSE_AT names a phase, prints "paused <p>" there
@@ -23,10 +23,10 @@ async function phase(p: string): Promise<void> {
   }
 }
 
-const [op, root, name, version, files] = process.argv.slice(2) as [string, string, string, string?, string?];
+const [op, root, name, version, files, command] = process.argv.slice(2) as [string, string, string, string?, string?, string?];
 try {
   if (op === 'install') {
-    const out = await fakeInstall(root, { name, version: version!, files: Number(files ?? '20'), phase });
+    const out = await fakeInstall(root, { name, version: version!, files: Number(files ?? '20'), ...(command ? { command } : {}), phase });
     process.stdout.write(`result ${out.result}\n`);
   } else {
     const r = await openInstallRoot(root, { checkpoint: (point) => phase(`cp:${point}`) });

@@ -1,7 +1,7 @@
 /**
  * A fake install for the store tests, run in-process or by install-child.ts: it stages a payload of
  * `files` data files plus an executable sh script `bin/tool`, and goes through the store exactly as an
- * installer does (withLock → newStaging → fileIndex → commitVersion → switchCurrent → exposeCommand),
+ * installer does (withLock → newStaging → fileIndex → commitVersion → switchCurrent (which exposes) → exposeCommand),
  * calling `phase` at each step so that a test can stop it there.
  */
 import { createHash } from 'node:crypto';
@@ -17,6 +17,9 @@ export interface FakeInstallOptions {
   files?: number;
   deps?: string[];
   command?: string;
+  /** Recorded (and passed to exposeCommand): bin/<command> becomes a wrapper. */
+  args?: string[];
+  env?: Record<string, string>;
   /** Extra content, so that the same version can be given another digest. */
   salt?: string;
   phase?: (p: string) => void | Promise<void>;
@@ -47,7 +50,18 @@ export async function fakeInstall(root: string, o: FakeInstallOptions): Promise<
     }
     await writeFile(join(content, 'bin', 'tool'), toolScript(o.name, o.version));
     await chmod(join(content, 'bin', 'tool'), 0o755);
-    await writeFile(join(content, 'lading.envelope.json'), JSON.stringify({ metadata: { name: o.name, version: o.version } }));
+    const command = o.command ?? 'tool';
+    const wrap = { ...(o.args ? { args: o.args } : {}), ...(o.env ? { env: o.env } : {}) };
+    // As pullTyped writes it: reconcile reads it back for a version found on disk without a record.
+    await writeFile(
+      join(content, 'lading.envelope.json'),
+      JSON.stringify({
+        apiVersion: 'lading.dev/v1',
+        kind: 'cli',
+        metadata: { name: o.name, version: o.version },
+        spec: { executable: 'bin/tool', name: command, deps: o.deps ?? [], ...wrap },
+      }),
+    );
     await phase('staged');
     const files = await fileIndex(content);
     const digest = `sha256:${createHash('sha256').update(JSON.stringify(files)).digest('hex')}`;
@@ -62,8 +76,9 @@ export async function fakeInstall(root: string, o: FakeInstallOptions): Promise<
         reference: `example.test/${o.name}:${o.version}`,
         family: 'cli',
         installedAt: new Date().toISOString(),
-        command: o.command ?? 'tool',
+        command,
         executable: 'bin/tool',
+        ...wrap,
         deps: o.deps ?? [],
       },
     });
@@ -71,7 +86,8 @@ export async function fakeInstall(root: string, o: FakeInstallOptions): Promise<
     await phase('committed');
     const previous = await r.switchCurrent(o.name, o.version);
     await phase('switched');
-    await r.exposeCommand(o.name, o.command ?? 'tool', 'bin/tool');
+    // switchCurrent exposed the recorded command already; this finds it exactly right and writes nothing.
+    await r.exposeCommand(o.name, command, 'bin/tool', wrap);
     await phase('exposed');
     return { result, ...(previous === undefined ? {} : { previous }) };
   });
