@@ -3,7 +3,7 @@
  * verification benchmark (bench/verify.ts), each as its own process so that none shares another's event
  * loop, heap or exit hooks.
  *
- * LADING_BENCH_ONLY=client|serve|verify runs one of them. The exit code is non-zero when any benchmark could
+ * LADING_BENCH_ONLY=client|serve|verify|install|extract runs one of them. The exit code is non-zero when any benchmark could
  * not run; missed targets are reported by the benchmarks themselves and do not fail the run.
  */
 import { spawnSync } from 'node:child_process';
@@ -15,10 +15,12 @@ const parts = [
   { name: 'client', file: 'run.ts' },
   { name: 'serve', file: 'serve.ts' },
   { name: 'verify', file: 'verify.ts' },
+  { name: 'install', file: 'install.ts' },
+  { name: 'extract', file: 'extract.ts' },
 ] as const;
 const only = process.env.LADING_BENCH_ONLY;
 if (only !== undefined && only !== '' && !parts.some((p) => p.name === only)) {
-  throw new Error(`LADING_BENCH_ONLY must be client, serve or verify, not "${only}"`);
+  throw new Error(`LADING_BENCH_ONLY must be one of ${parts.map((p) => p.name).join(', ')}, not "${only}"`);
 }
 
 let failed = 0;

@@ -23,7 +23,7 @@ export {
 export { copy, copyGraph, type CopyOptions, type CopyResult } from './graph/copy.js';
 
 export { packDirectory } from './archive/pack.js';
-export { extractTar, type ExtractOptions, type ExtractResult } from './archive/extract.js';
+export { extract, extractTar, type ExtractOptions, type ExtractResult, type RefusedEntry } from './archive/extract.js';
 
 export { pushFiles, digestFile, type FileInput, type PushFilesOptions, type PushFilesResult } from './artifact/files.js';
 export { pullFiles, type PullFilesOptions, type PullFilesResult } from './artifact/pull.js';
@@ -84,8 +84,8 @@ export {
   type PolicySubject,
 } from './trust/policy.js';
 export { createInstalledHandler, startInstalledServer, type InstalledHandler, type RunningInstalledServer } from './install/serve-installed.js';
-export { installArtifact, resolveArtifact, type InstallOptions, type InstallResult, type InstallEvent } from './install/install.js';
-export { openInstallRoot, InstallRoot, type ListedPackage, type InstallEventName } from './install/store.js';
+export { installArtifact, resolveArtifact, rollbackPackage, type InstallOptions, type InstallResult, type InstallEvent } from './install/install.js';
+export { openInstallRoot, listInstalled, InstallRoot, type ListedPackage, type InstallEventName } from './install/store.js';
 export { readState, currentVersion, type InstallState, type InstalledPackage, type InstalledVersion } from './install/state.js';
 export { materializeArtifact, type MaterializeOptions, type MaterializedComponent } from './install/materialize.js';
 export { orderSteps, type InstallStep } from './install/plan.js';

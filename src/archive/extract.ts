@@ -1,295 +1,620 @@
-import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
-import { link, mkdir, symlink } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+/**
+ * Safe extraction of tar, tar+gzip and tar+zstd streams (`extract`), over lading's own streaming tar
+ * reader (tar-reader.ts). The reference for "safe" is Python's PEP 706 `data` filter, and stricter:
+ *
+ * - Names: absolute paths, `..` segments, backslashes and drive letters are refused, as are names longer
+ *   than maxPathLength bytes or deeper than maxDepth levels (checked before the name is even split).
+ * - Links: every path is resolved component by component through a map of what this extraction has
+ *   made (and of what it found already in the destination, by lstat/readlink), following symbolic links
+ *   as the kernel would. A symbolic link is created only when its target, resolved that way, stays in
+ *   the destination; a path through a missing directory may not climb back with `..`; links and
+ *   directories are never replaced, so what a link resolves to cannot change after it is checked.
+ *   Every file operation then uses the resolved path, whose directories are all real directories: the
+ *   kernel never follows a link on our behalf, and files are opened O_CREAT|O_EXCL|O_NOFOLLOW.
+ * - Hard links only to regular files this extraction wrote.
+ * - No device nodes or FIFOs; sparse entries are refused (their declared size is never allocated).
+ * - Modes: files keep at most 0755 (no setuid/setgid/sticky, no group/other write), lose every execute
+ *   bit when the owner has none, and are always owner-readable and -writable; directories are 0755.
+ *   Owners and times are not restored.
+ * - Bounds: entries, total bytes, path length and depth, header size (pax, GNU long names, sparse maps),
+ *   compression ratio, zstd window, bytes after the end marker.
+ * - Malformed input is an error (E_ARCHIVE_INVALID), never a partial success. A refused entry is an
+ *   error (E_UNSAFE_PATH) unless `skipRefused`, which skips it and lists it in `result.refused`.
+ *
+ * On any failure the destination may hold part of the archive: the caller deletes it (lading extracts
+ * into a staging directory it owns and removes on failure). Nothing is ever written outside it.
+ * Files are not fsynced unless `fsync: true`: the install layer fsyncs what it commits.
+ */
+import { resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-import { Parser, type ReadEntry } from 'tar';
-import { LadingError } from '../errors.js';
+import { mkdir, stat } from 'node:fs/promises';
+import { LadingError, isLadingError } from '../errors.js';
+import { CompressionError, tarStream, type Compression } from './decompress.js';
+import { Limiter, close, fsyncDirectory, fsyncFd, link, lstat, mkdirOne, openNew, readlink, symlink, unlink, writeAll } from './fs-ops.js';
+import { checkEntryPath, printable, underPrefix } from './paths.js';
+import { TarFormatError, TarReader, type EntryType, type TarHeader, type TarEvent } from './tar-reader.js';
+
+export type { Compression } from './decompress.js';
+export type { EntryType } from './tar-reader.js';
 
 export interface ExtractOptions {
-  /** Bytes of the source are gzip (auto-detected from the magic bytes when left out). */
+  /** How the source is compressed; 'auto' (the default) reads the magic bytes. */
+  compression?: 'auto' | Compression;
+  /** Older spelling: true is compression 'gzip', false is 'none'. */
   gzip?: boolean;
   /** Only entries at or under this relative path are allowed (how ORAS lays out a directory layer). */
   requirePrefix?: string;
-  /** Keep going past refused entries (reported in the result) instead of failing on the first. */
+  /** Skip refused entries (listed in `result.refused`) instead of failing with E_UNSAFE_PATH on the first. */
   skipRefused?: boolean;
+  /** Most entries (of any type, refused ones included). Default 1,000,000. */
   maxEntries?: number;
+  /** Most bytes of entry bodies in total. Default 64 GiB. */
   maxBytes?: number;
+  /** Longest entry name or link target, in bytes. Default 4096. */
   maxPathLength?: number;
+  /** Most components in an entry name. Default 256. */
   maxDepth?: number;
-  /** Decompressed bytes per compressed byte beyond which the archive is treated as a bomb. */
+  /** Largest pax header / GNU long name (and their sum before one entry). Default 1 MiB. */
+  maxHeaderSize?: number;
+  /** Decompressed bytes per compressed byte beyond which the archive is treated as a bomb. Default 1000. */
   maxRatio?: number;
+  /** Largest zstd window a frame may declare. Default 128 MiB (zstd's own default limit). */
+  maxZstdWindow?: number;
+  /** File writes in flight at once. Default 32. */
+  concurrency?: number;
+  /** fsync every file and directory written before returning. Default false. */
+  fsync?: boolean;
+  signal?: AbortSignal;
   /** Called with the uncompressed tar bytes, for callers that check a digest of them. */
   onTarBytes?: (chunk: Buffer) => void;
 }
 
-export interface ExtractResult {
-  entries: number;
-  bytes: number;
-  refused: Array<{ path: string; reason: string }>;
+export interface RefusedEntry {
+  /** The entry's name as the archive gives it (control characters replaced, length bounded). */
+  path: string;
+  type: EntryType;
+  reason: string;
 }
 
-const DEFAULTS = { maxEntries: 1_000_000, maxBytes: 64 * 1024 ** 3, maxPathLength: 4096, maxDepth: 256, maxRatio: 1000 };
+export interface ExtractResult {
+  /** Entries read (refused ones included; pax and GNU metadata headers not counted). */
+  entries: number;
+  files: number;
+  directories: number;
+  symlinks: number;
+  hardlinks: number;
+  /** Bytes of regular files written. */
+  bytes: number;
+  compression: Compression;
+  refused: RefusedEntry[];
+}
+
+const DEFAULTS = {
+  maxEntries: 1_000_000,
+  maxBytes: 64 * 1024 ** 3,
+  maxPathLength: 4096,
+  maxDepth: 256,
+  maxHeaderSize: 1024 * 1024,
+  maxRatio: 1000,
+  maxZstdWindow: 128 * 1024 * 1024,
+  concurrency: 32,
+};
+/** Links followed while resolving one path (Linux's own limit is 40). */
+const MAX_HOPS = 40;
+/** Files up to this size are buffered and written in the background; larger ones are streamed. */
+const SMALL_FILE = 256 * 1024;
+const MAX_META_HEADERS = 64;
+const MAX_TRAILING = 16 * 1024 * 1024;
+const DIR_MODE = 0o755;
 
 /**
- * Extracts a tar (or tar+gzip) stream into `dest`, which must be a new, empty directory that lading
- * owns: nothing is written outside it, no link leads out of it, nothing is written through a link,
- * no device or FIFO is made, and modes lose setuid/setgid/sticky and group/other write.
+ * Extracts a tar, tar+gzip or tar+zstd stream into `destDir` (created when missing). See the module
+ * comment for what is refused and bounded. On failure the destination is left for the caller to delete.
  */
-export async function extractTar(source: Readable, dest: string, options: ExtractOptions = {}): Promise<ExtractResult> {
-  const opts = { ...DEFAULTS, ...options };
-  const result: ExtractResult = { entries: 0, bytes: 0, refused: [] };
-  const links = new Set<string>();
-  const files = new Map<string, Promise<void>>();
-  const pending = new Set<Promise<void>>();
-  const open = new Set<NodeJS.WritableStream & { destroy(err?: Error): void }>();
-  let failure: unknown;
-  let failed!: () => void;
-  const failedSignal = new Promise<void>((resolve) => (failed = resolve));
-
-  const fail = (err: unknown) => {
-    failure ??= err;
-    failed();
-  };
-  const refuse = (path: string, reason: string): void => {
-    result.refused.push({ path, reason });
-    if (!opts.skipRefused) {
-      fail(new LadingError('E_UNSAFE_PATH', `archive entry "${printable(path)}" refused: ${reason}`, {
-        hint: 'the archive tries to write outside its destination or to create something unsafe; nothing was kept',
-        details: { path: printable(path), reason },
-      }));
-    }
-  };
-  const track = (p: Promise<void>) => {
-    pending.add(p);
-    p.catch(fail).finally(() => pending.delete(p));
-  };
-
-  const parser = new Parser({
-    strict: true,
-    maxMetaEntrySize: 1024 * 1024,
-    onReadEntry: (entry: ReadEntry) => {
-      if (failure) return entry.resume();
-      result.entries++;
-      if (result.entries > opts.maxEntries) {
-        fail(new LadingError('E_ARCHIVE_INVALID', `archive has more than ${opts.maxEntries} entries`));
-        return entry.resume();
-      }
-      const rel = safeRelative(entry.path, opts, refuse);
-      if (rel === undefined) return entry.resume();
-      if (ancestorIsLink(rel, links)) {
-        refuse(entry.path, 'it would be written through a symbolic link');
-        return entry.resume();
-      }
-      const target = join(dest, rel);
-      switch (entry.type) {
-        case 'Directory':
-          track(mkdir(target, { recursive: true, mode: dirMode(entry.mode) }).then(() => undefined));
-          return entry.resume();
-        case 'File':
-        case 'OldFile':
-        case 'ContiguousFile': {
-          result.bytes += entry.size;
-          if (result.bytes > opts.maxBytes) {
-            fail(new LadingError('E_ARCHIVE_INVALID', `archive expands to more than ${opts.maxBytes} bytes`));
-            return entry.resume();
-          }
-          const write = (async () => {
-            await mkdir(join(target, '..'), { recursive: true });
-            // 'wx': never replace or follow anything already at the path.
-            const out = createWriteStream(target, { flags: 'wx', mode: fileMode(entry.mode) });
-            open.add(out);
-            entry.pipe(out);
-            try {
-              await finished(out);
-            } finally {
-              open.delete(out);
-            }
-          })();
-          files.set(rel, write);
-          track(write);
-          return;
-        }
-        case 'SymbolicLink': {
-          const to = entry.linkpath ?? '';
-          // A link must stay inside the part of the tree this archive owns (its prefix, when it has one).
-          if (!to || posix.isAbsolute(to) || to.includes('\0') || escapes(posix.join(posix.dirname(rel), to), opts.requirePrefix)) {
-            refuse(entry.path, `symbolic link to "${printable(to)}" leads outside the destination`);
-            return entry.resume();
-          }
-          links.add(rel);
-          track((async () => {
-            await mkdir(join(target, '..'), { recursive: true });
-            await symlink(to, target);
-          })());
-          return entry.resume();
-        }
-        case 'Link': {
-          const to = safeRelative(entry.linkpath ?? '', opts, () => undefined);
-          const written = to === undefined ? undefined : files.get(to);
-          if (to === undefined || !written || ancestorIsLink(to, links)) {
-            refuse(entry.path, `hard link to "${printable(entry.linkpath ?? '')}" is not a file extracted before it`);
-            return entry.resume();
-          }
-          track((async () => {
-            await written;
-            await mkdir(join(target, '..'), { recursive: true });
-            await link(join(dest, to), target);
-          })());
-          return entry.resume();
-        }
-        default:
-          refuse(entry.path, `entries of type ${entry.type} are not extracted`);
-          return entry.resume();
-      }
-    },
-  });
-  const malformed = (message: string, cause?: unknown) =>
-    new LadingError('E_ARCHIVE_INVALID', `malformed archive: ${message}`, { cause, hint: 'the archive is damaged or hostile; nothing was kept' });
-  parser.on('warn', (code: string, message: string | Error) => fail(malformed(`${String(message instanceof Error ? message.message : message)} (${code})`)));
-  // The parser ends (or fails) once it has consumed everything written to it.
-  const ended = new Promise<void>((resolve) => {
-    parser.on('end', resolve);
-    parser.on('close', resolve);
-    parser.on('error', (err: Error) => {
-      fail(malformed(err.message, err));
-      resolve();
-    });
-  });
-
-  try {
-    const input = await maybeGunzip(source, options.gzip, opts.maxRatio, fail);
-    for await (const chunk of input) {
-      if (failure) break;
-      opts.onTarBytes?.(chunk as Buffer);
-      // A failed write leaves the parser waiting for a consumer forever; the failure ends the wait.
-      let more: boolean;
-      try {
-        more = parser.write(chunk as Buffer);
-      } catch (err) {
-        fail(malformed((err as Error).message, err));
-        break;
-      }
-      if (!more) await Promise.race([once(parser, 'drain'), ended, failedSignal]);
-    }
-    if (!failure) {
-      parser.end();
-      await Promise.race([ended, failedSignal]);
-    }
-    // After a failure the parser stops feeding entries: close what is still open so every write settles.
-    while (pending.size > 0) {
-      if (failure) for (const out of open) out.destroy(new Error('extraction aborted'));
-      await (failure ? Promise.allSettled([...pending]) : Promise.race([Promise.allSettled([...pending]), failedSignal]));
-    }
-  } catch (err) {
-    fail(err);
-  } finally {
-    source.destroy();
-  }
-  if (failure) throw failure instanceof LadingError ? failure : new LadingError('E_IO', `extraction failed: ${(failure as Error).message}`, { cause: failure });
-  return result;
+export async function extract(source: Readable | AsyncIterable<Uint8Array>, destDir: string, options: ExtractOptions = {}): Promise<ExtractResult> {
+  return new Extraction(destDir, options).run(source);
 }
 
-async function maybeGunzip(source: Readable, gzip: boolean | undefined, maxRatio: number, fail: (e: unknown) => void): Promise<AsyncIterable<unknown>> {
-  if (gzip === false) return source;
-  if (gzip === undefined) {
-    // Peek at the magic bytes without losing them.
-    const iterator = source[Symbol.asyncIterator]();
-    const first = await iterator.next();
-    const head = first.done ? Buffer.alloc(0) : (first.value as Buffer);
-    const rest = async function* () {
-      if (head.length) yield head;
-      for (;;) {
-        const n = await iterator.next();
-        if (n.done) return;
-        yield n.value as Buffer;
+/** The name lading's pull uses: `extract` with the same options and results. */
+export function extractTar(source: Readable, dest: string, options: ExtractOptions = {}): Promise<ExtractResult> {
+  return extract(source, dest, options);
+}
+
+interface Node {
+  kind: 'dir' | 'file' | 'symlink' | 'other';
+  /** Made by this extraction (so a directory's children are all in the map), or found in the destination. */
+  ours: boolean;
+  target?: string;
+  /** The last file operation on this path; later operations on it or under it wait for it. */
+  done?: Promise<void> | undefined;
+}
+
+class Refusal {
+  constructor(readonly reason: string) {}
+}
+
+/** Where a path leads: an existing node at `key`, or the deepest existing directory and the names missing below it. */
+interface Walk {
+  key: string;
+  node: Node;
+  missing: string[];
+}
+
+interface Sink {
+  data(chunk: Buffer): Promise<void> | void;
+  end(): Promise<void> | void;
+}
+
+class Extraction {
+  private readonly dest: string;
+  private readonly opts: typeof DEFAULTS & ExtractOptions;
+  private readonly prefix: string[] | undefined;
+  private readonly root: Node = { kind: 'dir', ours: false };
+  private readonly nodes = new Map<string, Node>();
+  private readonly tasks = new Set<Promise<void>>();
+  private readonly limiter: Limiter;
+  private readonly openFds = new Set<number>();
+  private readonly madeDirs: string[] = [];
+  private failure: unknown;
+  private sink: Sink | undefined;
+  private declared = 0;
+  private readonly result: ExtractResult = { entries: 0, files: 0, directories: 0, symlinks: 0, hardlinks: 0, bytes: 0, compression: 'none', refused: [] };
+
+  constructor(destDir: string, options: ExtractOptions) {
+    this.dest = resolvePath(destDir);
+    const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as ExtractOptions;
+    this.opts = { ...DEFAULTS, ...defined };
+    this.prefix = options.requirePrefix ? options.requirePrefix.split('/').filter((p) => p !== '' && p !== '.') : undefined;
+    this.limiter = new Limiter(Math.max(1, this.opts.concurrency));
+  }
+
+  async run(source: Readable | AsyncIterable<Uint8Array>): Promise<ExtractResult> {
+    const { signal, onTarBytes } = this.opts;
+    try {
+      signal?.throwIfAborted();
+      await this.init();
+      const forced = this.opts.gzip === true ? 'gzip' : this.opts.gzip === false ? 'none' : this.opts.compression === 'auto' ? undefined : this.opts.compression;
+      const { compression, chunks } = await tarStream(source, forced, this.opts);
+      this.result.compression = compression;
+      const reader = new TarReader({ maxHeaderSize: this.opts.maxHeaderSize, maxMetaHeaders: MAX_META_HEADERS, maxTrailing: MAX_TRAILING });
+      for await (const chunk of chunks) {
+        signal?.throwIfAborted();
+        onTarBytes?.(chunk);
+        for (const ev of reader.push(chunk)) {
+          const p = this.handle(ev);
+          if (p) await p;
+          if (this.failure) throw this.failure;
+        }
       }
+      reader.finish();
+      while (this.tasks.size > 0 && !this.failure) await Promise.all([...this.tasks]);
+      if (this.failure) throw this.failure;
+      if (this.opts.fsync) {
+        for (const d of this.madeDirs.reverse()) await fsyncDirectory(d);
+        await fsyncDirectory(this.dest);
+      }
+      return this.result;
+    } catch (err) {
+      this.failure ??= err;
+      // Nothing may still be writing when the caller goes to delete the destination.
+      while (this.tasks.size > 0) await Promise.allSettled([...this.tasks]);
+      for (const fd of this.openFds) await close(fd).catch(() => undefined);
+      throw toLadingError(this.failure, this.dest);
+    } finally {
+      if (typeof (source as Readable).destroy === 'function') (source as Readable).destroy();
+    }
+  }
+
+  private async init(): Promise<void> {
+    try {
+      await mkdir(this.dest, { mode: DIR_MODE });
+      this.root.ours = true; // new and empty: nothing in it that this extraction does not know of
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        await mkdir(this.dest, { recursive: true, mode: DIR_MODE });
+        this.root.ours = true;
+      } else if (code === 'EEXIST') {
+        if (!(await stat(this.dest)).isDirectory()) throw new LadingError('E_IO', `${this.dest} exists and is not a directory`);
+      } else throw err;
+    }
+    this.nodes.set('', this.root);
+  }
+
+  private handle(ev: TarEvent): Promise<void> | void {
+    switch (ev.kind) {
+      case 'entry':
+        this.sink = undefined;
+        return this.begin(ev.header);
+      case 'data':
+        return this.sink?.data(ev.chunk);
+      case 'end-entry': {
+        const sink = this.sink;
+        this.sink = undefined;
+        return sink?.end();
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ entries
+
+  private begin(h: TarHeader): Promise<void> | void {
+    if (++this.result.entries > this.opts.maxEntries) throw archiveInvalid(`the archive has more than ${this.opts.maxEntries} entries`);
+    this.declared += h.size;
+    if (this.declared > this.opts.maxBytes) throw archiveInvalid(`the archive holds more than ${this.opts.maxBytes} bytes`);
+    if (h.path === '') throw archiveInvalid('an entry has an empty name');
+    if (!h.nameUtf8) return this.refuse(h, 'the name is not valid UTF-8');
+    const checked = checkEntryPath(h.path, this.opts);
+    if ('refused' in checked) return this.refuse(h, checked.refused);
+    const parts = checked.parts;
+    if (parts.length === 0) {
+      if (h.type === 'directory') return; // "./": the destination itself
+      return this.refuse(h, 'the name is the destination itself');
+    }
+    switch (h.type) {
+      case 'directory':
+        return this.directory(h, parts);
+      case 'file':
+        return this.file(h, parts);
+      case 'symlink':
+        return this.symbolicLink(h, parts);
+      case 'hardlink':
+        return this.hardLink(h, parts);
+      case 'char-device':
+      case 'block-device':
+        return this.refuse(h, 'device nodes are not created');
+      case 'fifo':
+        return this.refuse(h, 'FIFOs are not created');
+      case 'sparse':
+        return this.refuse(h, 'sparse files are not extracted');
+      default:
+        return this.refuse(h, `entries of type "${printable(h.typeflag)}" are not extracted`);
+    }
+  }
+
+  private refuse(h: TarHeader, reason: string): void {
+    const entry: RefusedEntry = { path: printable(h.path), type: h.type, reason };
+    this.result.refused.push(entry);
+    if (!this.opts.skipRefused) {
+      throw new LadingError('E_UNSAFE_PATH', `archive entry "${entry.path}" refused: ${reason}`, {
+        hint: 'the archive tries to write outside its destination or to create something unsafe',
+        details: { ...entry },
+      });
+    }
+  }
+
+  private async directory(h: TarHeader, parts: string[]): Promise<void> {
+    const parent = await this.parentDir(parts);
+    if (parent instanceof Refusal) return this.refuse(h, parent.reason);
+    const name = parts[parts.length - 1]!;
+    const key = join(parent, name);
+    if (!this.inPrefix(key)) return this.refuse(h, `it would be written outside "${this.opts.requirePrefix}" through a link`);
+    const existing = await this.lookup(parent, key);
+    if (!existing) {
+      this.makeDirs(parent, [name]);
+      return;
+    }
+    if (existing.kind === 'dir') return;
+    if (existing.kind === 'symlink') {
+      // A directory entry over a link to a directory keeps the link (the directory is already there).
+      const w = await this.walk(parent, [name], true);
+      if (!(w instanceof Refusal) && w.missing.length === 0 && w.node.kind === 'dir') return;
+      return this.refuse(h, 'it would replace a symbolic link with a directory');
+    }
+    return this.refuse(h, existing.ours ? 'it would replace a file with a directory' : 'something other than a directory is already in the destination at this path');
+  }
+
+  private async file(h: TarHeader, parts: string[]): Promise<void> {
+    const place = await this.placeFor(h, parts);
+    if (!place) return;
+    const { key, parentNode, prev } = place;
+    const node: Node = { kind: 'file', ours: true };
+    this.nodes.set(key, node);
+    this.result.files++;
+    this.result.bytes += h.size;
+    const mode = fileMode(h.mode);
+    const path = this.abs(key);
+    const waits = [parentNode.done, prev?.done];
+    const replace = prev !== undefined;
+    if (h.size <= SMALL_FILE) {
+      const chunks: Buffer[] = [];
+      this.sink = {
+        data: (chunk) => void chunks.push(chunk),
+        end: async () => {
+          const slot = this.limiter.acquire();
+          if (slot) await slot;
+          node.done = this.track(
+            this.writeFile(path, mode, waits, replace, chunks).finally(() => this.limiter.release()),
+          );
+        },
+      };
+      return;
+    }
+    // A large file is streamed: opened now, written as its body arrives (each write awaited), closed at its end.
+    for (const w of waits) if (w) await w;
+    if (replace) await unlink(path);
+    const fd = await openNew(path, mode);
+    this.openFds.add(fd);
+    this.sink = {
+      data: (chunk) => writeAll(fd, [chunk]),
+      end: async () => {
+        if (this.opts.fsync) await fsyncFd(fd);
+        this.openFds.delete(fd);
+        await close(fd);
+      },
     };
-    if (!(head[0] === 0x1f && head[1] === 0x8b)) return rest();
-    return gunzipBounded(rest(), maxRatio, fail);
   }
-  return gunzipBounded(source, maxRatio, fail);
-}
 
-async function* gunzipBounded(input: AsyncIterable<unknown>, maxRatio: number, fail: (e: unknown) => void): AsyncGenerator<Buffer> {
-  const gunzip = createGunzip();
-  let inBytes = 0;
-  let outBytes = 0;
-  let feedError: unknown;
-  // The source is read to its very end: a verifying source reports a bad digest only there.
-  const feed = (async () => {
-    for await (const chunk of input) {
-      inBytes += (chunk as Buffer).length;
-      // 'close' too: a gunzip destroyed by a consumer that stopped early never drains.
-      if (!gunzip.write(chunk as Buffer)) await Promise.race([once(gunzip, 'drain'), once(gunzip, 'close')]);
-      if (gunzip.destroyed) return;
+  private async writeFile(path: string, mode: number, waits: Array<Promise<void> | undefined>, replace: boolean, chunks: Buffer[]): Promise<void> {
+    for (const w of waits) if (w) await w;
+    if (replace) await unlink(path);
+    const fd = await openNew(path, mode);
+    try {
+      await writeAll(fd, chunks);
+      if (this.opts.fsync) await fsyncFd(fd);
+    } finally {
+      await close(fd);
     }
-    gunzip.end();
-  })().catch((err) => {
-    feedError = err;
-    gunzip.destroy(err as Error);
-  });
-  let complete = false;
-  try {
-    for await (const chunk of gunzip) {
-      outBytes += (chunk as Buffer).length;
-      if (outBytes > 1024 * 1024 && outBytes > inBytes * maxRatio) {
-        fail(new LadingError('E_ARCHIVE_INVALID', `archive decompresses more than ${maxRatio}× its size; refusing a compression bomb`));
-        return;
+  }
+
+  private async symbolicLink(h: TarHeader, parts: string[]): Promise<void> {
+    const target = h.linkpath;
+    if (!h.linkUtf8) return this.refuse(h, 'the link target is not valid UTF-8');
+    if (target === '') return this.refuse(h, 'symbolic link with an empty target');
+    if (Buffer.byteLength(target) > this.opts.maxPathLength) return this.refuse(h, `link target longer than ${this.opts.maxPathLength} bytes`);
+    if (target.startsWith('/')) return this.refuse(h, `symbolic link to an absolute path "${printable(target)}"`);
+    const parent = await this.parentDir(parts);
+    if (parent instanceof Refusal) return this.refuse(h, parent.reason);
+    // Where the link leads, judged now, through every link made so far and any found in the destination.
+    const w = await this.walk(parent, splitTarget(target), true);
+    if (w instanceof Refusal) return this.refuse(h, `symbolic link to "${printable(target)}" ${w.reason}`);
+    if (this.prefix && !underPrefix([...splitKey(w.key), ...w.missing], this.prefix)) {
+      return this.refuse(h, `symbolic link to "${printable(target)}" leads outside "${this.opts.requirePrefix}"`);
+    }
+    const place = await this.placeFor(h, parts, parent);
+    if (!place) return;
+    const { key, parentNode, prev } = place;
+    const node: Node = { kind: 'symlink', ours: true, target };
+    this.nodes.set(key, node);
+    this.result.symlinks++;
+    const path = this.abs(key);
+    node.done = this.track(
+      (async () => {
+        if (parentNode.done) await parentNode.done;
+        if (prev) {
+          if (prev.done) await prev.done;
+          await unlink(path);
+        }
+        await symlink(target, path);
+      })(),
+    );
+  }
+
+  private async hardLink(h: TarHeader, parts: string[]): Promise<void> {
+    const to = h.linkpath;
+    if (!h.linkUtf8) return this.refuse(h, 'the link target is not valid UTF-8');
+    const checked = checkEntryPath(to, this.opts);
+    if ('refused' in checked || checked.parts.length === 0) {
+      return this.refuse(h, `hard link to "${printable(to)}": ${'refused' in checked ? checked.refused : 'the destination itself'}`);
+    }
+    const notEarlier = `hard link to "${printable(to)}" is not a regular file extracted before it`;
+    const tParent = await this.walk('', checked.parts.slice(0, -1), true);
+    if (tParent instanceof Refusal) return this.refuse(h, `hard link to "${printable(to)}": ${tParent.reason}`);
+    if (tParent.missing.length > 0 || tParent.node.kind !== 'dir') return this.refuse(h, notEarlier);
+    const targetKey = join(tParent.key, checked.parts[checked.parts.length - 1]!);
+    const target = this.nodes.get(targetKey);
+    if (!target || !target.ours || target.kind !== 'file') return this.refuse(h, notEarlier);
+    const place = await this.placeFor(h, parts);
+    if (!place) return;
+    const { key, parentNode, prev } = place;
+    if (key === targetKey) return this.refuse(h, 'hard link to itself');
+    const node: Node = { kind: 'file', ours: true };
+    this.nodes.set(key, node);
+    this.result.hardlinks++;
+    const path = this.abs(key);
+    const targetDone = target.done;
+    const task = this.track(
+      (async () => {
+        if (parentNode.done) await parentNode.done;
+        if (targetDone) await targetDone;
+        if (prev) {
+          if (prev.done) await prev.done;
+          await unlink(path);
+        }
+        await link(this.abs(targetKey), path);
+      })(),
+    );
+    node.done = task;
+    // A later entry replacing the target must wait until the link is made.
+    target.done = task;
+  }
+
+  /**
+   * Where a file, symbolic link or hard link entry goes: its (resolved, created) directory and the node
+   * it replaces, if any. Only a regular file this extraction wrote may be replaced (a second entry of
+   * the same name); never a directory, a link, or anything that was in the destination before.
+   */
+  private async placeFor(h: TarHeader, parts: string[], knownParent?: string): Promise<{ key: string; parentNode: Node; prev: Node | undefined } | undefined> {
+    const parent = knownParent ?? (await this.parentDir(parts));
+    if (parent instanceof Refusal) return void this.refuse(h, parent.reason);
+    const key = join(parent, parts[parts.length - 1]!);
+    if (!this.inPrefix(key)) return void this.refuse(h, `it would be written outside "${this.opts.requirePrefix}" through a link`);
+    const existing = await this.lookup(parent, key);
+    if (existing) {
+      if (!existing.ours) return void this.refuse(h, 'something is already in the destination at this path (not replaced)');
+      if (existing.kind === 'dir') return void this.refuse(h, 'it would replace a directory');
+      if (existing.kind !== 'file') return void this.refuse(h, 'it would replace a symbolic link made by an earlier entry of the same name');
+    }
+    return { key, parentNode: this.nodes.get(parent)!, prev: existing };
+  }
+
+  // ------------------------------------------------------------------ the tree
+
+  /** The resolved directory an entry goes in (made when missing), or why it cannot be. */
+  private async parentDir(parts: string[]): Promise<string | Refusal> {
+    if (parts.length === 1) return '';
+    // Fast path: a directory already in the map under exactly this name. Keys are resolved paths and
+    // every ancestor of a key is a directory (directories are never replaced), so the name has no link
+    // on the way and leads to that very directory.
+    const direct = parts.length === 2 ? parts[0]! : parts.slice(0, -1).join('/');
+    if (this.nodes.get(direct)?.kind === 'dir') return direct;
+    const w = await this.walk('', parts.slice(0, -1), true);
+    if (w instanceof Refusal) return w;
+    if (w.missing.length === 0) {
+      if (w.node.kind !== 'dir') return new Refusal('a component of its path is not a directory');
+      return w.key;
+    }
+    return this.makeDirs(w.key, w.missing);
+  }
+
+  private makeDirs(parentKey: string, names: string[]): string {
+    let key = parentKey;
+    let parent = this.nodes.get(parentKey)!;
+    for (const name of names) {
+      key = join(key, name);
+      const node: Node = { kind: 'dir', ours: true };
+      const path = this.abs(key);
+      const after = parent.done;
+      node.done = this.track(
+        (async () => {
+          if (after) await after;
+          await mkdirOne(path, DIR_MODE);
+        })(),
+      );
+      const done = node.done;
+      done.then(
+        () => {
+          if (node.done === done) node.done = undefined;
+        },
+        () => undefined,
+      );
+      this.nodes.set(key, node);
+      this.result.directories++;
+      if (this.opts.fsync) this.madeDirs.push(path);
+      parent = node;
+    }
+    return key;
+  }
+
+  /** The node at `key` (a child of the directory at `parentKey`), asking the file system when the directory was not ours. */
+  private async lookup(parentKey: string, key: string): Promise<Node | undefined> {
+    const known = this.nodes.get(key);
+    if (known || this.nodes.get(parentKey)!.ours) return known;
+    return this.probe(key);
+  }
+
+  /** What is already in the destination at `key` (never followed: lstat, readlink). */
+  private async probe(key: string): Promise<Node | undefined> {
+    const st = await lstat(this.abs(key));
+    if (!st) return undefined;
+    let node: Node;
+    if (st.isDirectory()) node = { kind: 'dir', ours: false };
+    else if (st.isSymbolicLink()) {
+      node = { kind: 'symlink', ours: false, target: await readlink(this.abs(key)) };
+    } else if (st.isFile()) node = { kind: 'file', ours: false };
+    else node = { kind: 'other', ours: false };
+    this.nodes.set(key, node);
+    return node;
+  }
+
+  /**
+   * Resolves `comps` from the directory at `startKey` as the kernel would, following symbolic links in
+   * the map (at most MAX_HOPS; the last component only when `followLast`). Refused when it leaves the
+   * destination, meets an absolute link, or climbs with ".." out of a directory that does not exist yet.
+   */
+  private async walk(startKey: string, comps: string[], followLast: boolean): Promise<Walk | Refusal> {
+    const stack = comps.filter((c) => c !== '' && c !== '.').reverse();
+    let key = startKey;
+    let node = this.nodes.get(startKey)!;
+    let hops = 0;
+    while (stack.length > 0) {
+      const c = stack.pop()!;
+      if (c === '..') {
+        if (key === '') return new Refusal('leads outside the destination');
+        const i = key.lastIndexOf('/');
+        key = i < 0 ? '' : key.slice(0, i);
+        node = this.nodes.get(key)!;
+        continue;
       }
-      yield chunk as Buffer;
+      const childKey = join(key, c);
+      const child = this.nodes.get(childKey) ?? (node.ours ? undefined : await this.probe(childKey));
+      const last = stack.length === 0;
+      if (!child) {
+        const missing = [c, ...stack.reverse()];
+        if (missing.includes('..')) return new Refusal('climbs with ".." out of a directory that does not exist');
+        return { key, node, missing };
+      }
+      if (child.kind === 'symlink' && (followLast || !last)) {
+        if (++hops > MAX_HOPS) return new Refusal('goes through too many levels of symbolic links');
+        const t = child.target!;
+        if (t.startsWith('/')) return new Refusal(`goes through a symbolic link to the absolute path "${printable(t)}"`);
+        const next = splitTarget(t);
+        for (let i = next.length - 1; i >= 0; i--) stack.push(next[i]!);
+        continue; // the link's target is relative to its directory, which is `key`
+      }
+      if (!last && child.kind !== 'dir') return new Refusal('goes through something that is not a directory');
+      key = childKey;
+      node = child;
     }
-    complete = true;
-  } finally {
-    if (!complete) gunzip.destroy();
-    await feed;
+    return { key, node, missing: [] };
   }
-  if (feedError) throw feedError;
-}
 
-function safeRelative(path: string, opts: typeof DEFAULTS & ExtractOptions, refuse: (p: string, r: string) => void): string | undefined {
-  if (!path || path.includes('\0')) return void refuse(path, 'empty name or NUL byte in the name');
-  if (path.length > opts.maxPathLength) return void refuse(path.slice(0, 200), `name longer than ${opts.maxPathLength} bytes`);
-  if (posix.isAbsolute(path) || /^[A-Za-z]:/.test(path) || path.includes('\\')) {
-    return void refuse(path, 'absolute path or Windows path');
+  /** The resolved path is inside the required prefix (entry names are checked before; this catches links). */
+  private inPrefix(key: string): boolean {
+    return !this.prefix || underPrefix(splitKey(key), this.prefix);
   }
-  const parts = path.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.length > opts.maxDepth) return void refuse(path.slice(0, 200), `deeper than ${opts.maxDepth} levels`);
-  if (parts.includes('..')) return void refuse(path, 'a ".." segment');
-  if (parts.length === 0) return void refuse(path, 'names the destination itself');
-  if (opts.requirePrefix) {
-    const prefix = opts.requirePrefix.split('/').filter(Boolean);
-    if (prefix.some((p, i) => parts[i] !== p)) return void refuse(path, `outside the directory "${opts.requirePrefix}"`);
+
+  private abs(key: string): string {
+    return key === '' ? this.dest : `${this.dest}/${key}`;
   }
-  return parts.join('/');
+
+  private track(p: Promise<void>): Promise<void> {
+    this.tasks.add(p);
+    p.then(
+      () => this.tasks.delete(p),
+      (err) => {
+        this.tasks.delete(p);
+        this.failure ??= err;
+      },
+    );
+    return p;
+  }
 }
 
-function escapes(target: string, within?: string): boolean {
-  const n = posix.normalize(target);
-  if (n === '..' || n.startsWith('../') || posix.isAbsolute(n)) return true;
-  if (!within) return false;
-  const root = posix.normalize(within).replace(/\/+$/, '');
-  return n !== root && !n.startsWith(`${root}/`);
+function join(key: string, name: string): string {
+  return key === '' ? name : `${key}/${name}`;
 }
 
-function ancestorIsLink(rel: string, links: Set<string>): boolean {
-  if (links.size === 0) return false;
-  const parts = rel.split('/');
-  for (let i = 1; i <= parts.length; i++) if (links.has(parts.slice(0, i).join('/'))) return true;
-  return false;
+function splitKey(key: string): string[] {
+  return key === '' ? [] : key.split('/');
 }
 
-function fileMode(mode: number | undefined): number {
-  return (mode ?? 0o644) & 0o755;
+function splitTarget(target: string): string[] {
+  return target.split('/').filter((c) => c !== '' && c !== '.');
 }
 
-function dirMode(mode: number | undefined): number {
-  return ((mode ?? 0o755) & 0o755) | 0o700;
+/** PEP 706's data filter: at most 0755, no execute bits unless the owner's, always owner read/write. */
+function fileMode(mode: number): number {
+  let m = mode & 0o755;
+  if (!(m & 0o100)) m &= ~0o111;
+  return m | 0o600;
 }
 
-function printable(s: string): string {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/[\u0000-\u001f\u007f]/g, '?').slice(0, 300);
+function archiveInvalid(message: string, cause?: unknown): LadingError {
+  return new LadingError('E_ARCHIVE_INVALID', `malformed archive: ${message}`, {
+    cause,
+    hint: 'the archive is damaged, hostile or over a safety bound; whatever was extracted is incomplete',
+  });
+}
+
+function toLadingError(err: unknown, dest: string): LadingError {
+  if (isLadingError(err)) return err;
+  if (err instanceof TarFormatError) return archiveInvalid(err.message, err);
+  if (err instanceof CompressionError) {
+    return new LadingError('E_ARCHIVE_INVALID', `archive refused: ${err.message}`, { cause: err, hint: 'lading extracts tar, tar+gzip and tar+zstd within its safety bounds' });
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (e?.name === 'AbortError') return new LadingError('E_ABORTED', 'extraction was cancelled', { cause: err });
+  if (e?.code === 'ENAMETOOLONG') return new LadingError('E_ARCHIVE_INVALID', `an entry's path is too long for the file system under ${dest}`, { cause: err });
+  return new LadingError('E_IO', `extraction into ${dest} failed: ${e?.message ?? String(err)}`, { cause: err, details: e?.code ? { code: e.code } : undefined });
 }
