@@ -4,8 +4,7 @@ import { isDigest } from '../oci/digest.js';
 import { cliSignal, makeTransport, openTarget, parseConcurrency, type GlobalOptions } from './context.js';
 import { emit, humanSize, Progress } from './output.js';
 import { withCommon } from './common.js';
-import { enforceDecision, gatePolicy, withVerifyGate, type VerifyGateOptions } from './trust-options.js';
-import { verifyUnderPolicy } from '../trust/enforce.js';
+import { enforcePolicy, gatePolicy, withVerifyGate, type VerifyGateOptions } from './trust-options.js';
 import type { PolicyDecision } from '../trust/policy.js';
 
 interface CopyOptions extends GlobalOptions, VerifyGateOptions {
@@ -31,8 +30,7 @@ export function register(program: Command): void {
     let verification: PolicyDecision | undefined;
     if (policy) {
       // The graph copied is the one whose root was verified: the root descriptor is pinned from here on.
-      verification = await verifyUnderPolicy(src.target, root, src.scope, policy, { signal: cliSignal });
-      enforceDecision(verification, opts.json);
+      verification = await enforcePolicy(src.target, root, src.scope, policy, opts.json);
     }
     const dst = await openTarget(destination, opts, { create: true, transport });
     const tag = dst.explicit ? dst.reference : isDigest(src.reference) ? undefined : src.reference;

@@ -7,14 +7,13 @@ import { listInstalled, openInstallRoot } from '../install/store.js';
 import { checkFrozen, lockKey, requireLockfile, updateLockfile, LOCKFILE_NAME, type LockEntry } from '../install/lockfile.js';
 import { formatPlatform, hostPlatform, parsePlatform } from '../oci/platform.js';
 import { isIndexMediaType } from '../oci/mediatype.js';
-import { verifyUnderPolicy } from '../trust/enforce.js';
 import type { PolicyDecision } from '../trust/policy.js';
 import { cliSignal, openTarget, type GlobalOptions } from './context.js';
 import { collect, withCommon } from './common.js';
 import { cliOpener } from './opener.js';
 import { flattenPlan, resolveBundle } from '../artifact/bundle.js';
 import { emit, Progress } from './output.js';
-import { enforceDecision, gatePolicy, withVerifyGate, type VerifyGateOptions } from './trust-options.js';
+import { enforcePolicy, gatePolicy, withVerifyGate, type VerifyGateOptions } from './trust-options.js';
 import { loadFamilies, variantSelector, withFamilies, withVariant, type FamilyOptions, type VariantOptions } from './typed-options.js';
 
 interface RootOptions {
@@ -74,8 +73,7 @@ export function register(program: Command): void {
     const locked = lock ? checkFrozen(lock, reference, { digest: root.digest }) : undefined;
     let verification: PolicyDecision | undefined;
     if (policy) {
-      verification = await verifyUnderPolicy(opened.target, root, opened.scope, policy, { signal: cliSignal });
-      enforceDecision(verification, opts.json);
+      verification = await enforcePolicy(opened.target, root, opened.scope, policy, opts.json);
     }
     const signed = verification !== undefined && verification.level !== 'skip' && verification.checks.some((c) => c.ok);
     const progress = new Progress(!opts.json);
@@ -175,8 +173,7 @@ export function register(program: Command): void {
       for (const node of flattenPlan(plan)) {
         const opened = await openTarget(node.pinned, opts);
         const subject = await opened.target.resolve(opened.reference);
-        const decision = await verifyUnderPolicy(opened.target, subject, opened.scope, policy, { signal: cliSignal });
-        enforceDecision(decision, opts.json);
+        const decision = await enforcePolicy(opened.target, subject, opened.scope, policy, opts.json);
         verifications.push(decision);
       }
       target = plan.pinned;

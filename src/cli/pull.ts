@@ -8,8 +8,7 @@ import { cliSignal, openTarget, parseConcurrency, type GlobalOptions } from './c
 import { emit, humanSize, Progress } from './output.js';
 import { withCommon } from './common.js';
 import { cliOpener } from './opener.js';
-import { enforceDecision, gatePolicy, withVerifyGate, type VerifyGateOptions } from './trust-options.js';
-import { verifyUnderPolicy } from '../trust/enforce.js';
+import { enforcePolicy, gatePolicy, withVerifyGate, type VerifyGateOptions } from './trust-options.js';
 import type { PolicyDecision } from '../trust/policy.js';
 import { loadFamilies, variantSelector, withFamilies, withVariant, type FamilyOptions, type VariantOptions } from './typed-options.js';
 
@@ -60,8 +59,7 @@ export function register(program: Command): void {
     let verifiedDigest: string | undefined;
     if (policy) {
       const subject = await opened.target.resolve(locked?.digest ?? opened.reference);
-      verification = await verifyUnderPolicy(opened.target, subject, opened.scope, policy, { signal: cliSignal });
-      enforceDecision(verification, opts.json);
+      verification = await enforcePolicy(opened.target, subject, opened.scope, policy, opts.json);
       verifiedDigest = subject.digest;
     }
     const progress = new Progress(!opts.json);

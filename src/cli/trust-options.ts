@@ -1,13 +1,16 @@
 import { readFile, stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { LadingError } from '../errors.js';
-import { checkIdentityMatcher } from '../trust/identity.js';
-import { loadPrivateKey, loadPublicKey } from '../trust/keys.js';
-import { loadPolicy, formatDecision, decisionError, type PolicyDecision, type TrustPolicy } from '../trust/policy.js';
-import { loadTrustedRoot } from '../trust/trusted-root.js';
+import type { Target } from '../content/interfaces.js';
+import type { Descriptor } from '../oci/descriptor.js';
+import type { PolicyDecision, TrustPolicy } from '../trust/policy.js';
 import type { IdentityMatcher, TrustAnchors } from '../trust/types.js';
 import { collect } from './common.js';
+import { cliSignal } from './context.js';
 import type { KeyObject } from 'node:crypto';
+
+// The trust layer (sigstore, keys, policies) is imported where it is used, so that verbs which verify
+// nothing this run do not pay its memory and start-up.
 
 /** What verifying verbs accept: keys, a keyless identity, a trusted root. */
 export interface TrustOptions {
@@ -31,6 +34,8 @@ export function withTrust(cmd: Command): Command {
 
 /** The trust anchors the flags name; at least a key or a keyless identity is required. */
 export async function anchorsFromOptions(opts: TrustOptions): Promise<TrustAnchors> {
+  const { loadPublicKey } = await import('../trust/keys.js');
+  const { checkIdentityMatcher } = await import('../trust/identity.js');
   const keys = await Promise.all(opts.key.map(async (path) => loadPublicKey(await readKeyFile(path), path)));
   const identities: IdentityMatcher[] = [];
   const wantsIdentity =
@@ -59,7 +64,7 @@ export async function anchorsFromOptions(opts: TrustOptions): Promise<TrustAncho
     });
   }
   const anchors: TrustAnchors = { keys, identities };
-  if (opts.trustedRoot !== undefined) anchors.trustedRoot = await loadTrustedRoot(opts.trustedRoot);
+  if (opts.trustedRoot !== undefined) anchors.trustedRoot = await (await import('../trust/trusted-root.js')).loadTrustedRoot(opts.trustedRoot);
   return anchors;
 }
 
@@ -80,6 +85,7 @@ async function readKeyFile(path: string): Promise<Buffer> {
 
 /** The signing key: an encrypted PKCS#8 PEM whose passphrase comes from LADING_PASSWORD, else stdin. */
 export async function signingKey(path: string): Promise<KeyObject> {
+  const { loadPrivateKey } = await import('../trust/keys.js');
   return loadPrivateKey(await readKeyFile(path), await passphrase());
 }
 
@@ -160,11 +166,18 @@ export async function gatePolicy(opts: VerifyGateOptions): Promise<TrustPolicy |
     }
     return undefined;
   }
-  return loadPolicy(path);
+  return (await import('../trust/policy.js')).loadPolicy(path);
 }
 
-/** Prints the report (stderr, so stdout stays the result) and throws when the policy refuses. */
-export function enforceDecision(decision: PolicyDecision, json: boolean | undefined): void {
+/**
+ * Verifies `subject` under the policy, prints the report (stderr, so stdout stays the result) and throws
+ * when the policy refuses.
+ */
+export async function enforcePolicy(target: Target, subject: Descriptor, scope: string, policy: TrustPolicy, json: boolean | undefined): Promise<PolicyDecision> {
+  const { verifyUnderPolicy } = await import('../trust/enforce.js');
+  const { formatDecision, decisionError } = await import('../trust/policy.js');
+  const decision = await verifyUnderPolicy(target, subject, scope, policy, { signal: cliSignal });
   if (!json) process.stderr.write(`${formatDecision(decision)}\n`);
   if (!decision.allowed) throw decisionError(decision);
+  return decision;
 }
