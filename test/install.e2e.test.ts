@@ -180,6 +180,53 @@ describe('install from lading serve', () => {
     }
   });
 
+  test('install steps run only with --allow-scripts and a signature the policy trusts; packs need a compatible SDK', async () => {
+    const root = join(work, 'steps-root');
+    const src = join(work, 'src', 'stepper');
+    await mkdir(join(src, 'bin'), { recursive: true });
+    await writeFile(join(src, 'bin', 'stepper'), '#!/bin/sh\necho stepper\n');
+    await chmod(join(src, 'bin', 'stepper'), 0o755);
+    const spec = {
+      executable: 'bin/stepper',
+      install: [
+        { name: 'second', order: 0, run: ['/bin/sh', '-c', 'cat first.txt > second.txt'], deps: ['first'] },
+        { name: 'first', order: 1, run: ['/bin/sh', '-c', 'echo ran > first.txt'] },
+      ],
+    };
+    await writeFile(join(src, 'envelope.json'), JSON.stringify({ apiVersion: 'lading.dev/v1', kind: 'cli', metadata: { name: 'stepper', version: '1.0.0' }, spec }));
+    const ref = `${reg.host}/acme/tools/stepper:1.0.0`;
+    ok(await lading(['push', ref, 'bin', '--config', 'envelope.json', '--platform', HOST, '--json'], { cwd: src }), 'push stepper');
+
+    refused(await cli(['install', ref, '--root', root]), 'E_SCRIPTS_NOT_ALLOWED', 'steps without --allow-scripts');
+    refused(await cli(['install', ref, '--root', root, '--allow-scripts']), 'E_SCRIPTS_NOT_ALLOWED', 'steps without a trusted signature');
+    const keyPrefix = join(work, 'steps-key');
+    const env = { LADING_PASSWORD: 'pw' };
+    ok(await lading(['key', 'generate', '--output-key-prefix', keyPrefix, '--json'], { env }), 'key');
+    ok(await lading(['sign', ref, '--key', `${keyPrefix}.key`, '--json'], { env }), 'sign');
+    const policy = join(work, 'steps-policy.yaml');
+    await writeFile(policy, `version: "1"\npolicies:\n  - name: all\n    scopes: ["*"]\n    level: enforce\n    keys: ["${keyPrefix}.pub"]\n`);
+    const done = ok(await cli(['install', ref, '--root', root, '--allow-scripts', '--policy', policy]), 'signed install with steps');
+    assert.equal(done.verification.allowed, true);
+    assert.equal(await readFile(join(done.path, 'second.txt'), 'utf8'), 'ran\n', 'steps ran in dependency order');
+    assert.equal(await hi(root, 'stepper'), 'stepper');
+
+    // A pack: its SDK range must include the host SDK, and its classes may not collide with the host's.
+    const pack = join(work, 'src', 'pack');
+    await mkdir(join(pack, 'dist'), { recursive: true });
+    await writeFile(join(pack, 'dist', 'index.js'), 'export class Json {}\n');
+    await writeFile(
+      join(pack, 'envelope.json'),
+      JSON.stringify({ apiVersion: 'lading.dev/v1', kind: 'pack', metadata: { name: 'json-pack', version: '1.2.0' }, spec: { entry: 'dist/index.js', protocolVersion: 1, sdk: '^2.1.0', classes: ['acme.Json'] } }),
+    );
+    const packRef = `${reg.host}/acme/packs/json-pack:1.2.0`;
+    ok(await lading(['push', packRef, 'dist', '--config', 'envelope.json', '--json'], { cwd: pack }), 'push pack');
+    refused(await cli(['install', packRef, '--root', root, '--sdk-version', '3.0.0']), 'E_PACK_INCOMPATIBLE', 'SDK too new');
+    refused(await cli(['install', packRef, '--root', root, '--sdk-version', '2.4.1', '--host-class', 'acme.Json']), 'E_PACK_CONFLICT', 'class of the host');
+    const installed = ok(await cli(['install', packRef, '--root', root, '--sdk-version', '2.4.1']), 'install pack');
+    assert.equal(installed.family, 'pack');
+    assert.equal(await readFile(join(installed.path, 'dist', 'index.js'), 'utf8'), 'export class Json {}\n');
+  });
+
   for (const phase of ['download', 'extraction'] as const) {
     test(`SIGKILL during ${phase} leaves the previous install intact, and the next install completes`, async () => {
       const root = join(work, `kill-${phase}`);
