@@ -4,10 +4,17 @@
  * byte read to the end (a verifying source reports a bad digest only there), and bounds on what a
  * small input may expand to: a ratio of output to input, and for zstd the window a frame may ask for
  * (fzstd would allocate whatever a frame header declares).
+ *
+ * fzstd trusts its input more than a decoder of hostile input may, so a scanner (ZstdFrameScanner) walks
+ * the frame and block headers ahead of it: blocks larger than zstd's block maximum are refused (fzstd
+ * would expand a 4-byte RLE block to 2 MiB), input is handed to fzstd in pieces whose possible output is
+ * bounded (everything one push produces is held until it returns), the ratio bound is checked as each
+ * block comes out, and each frame's content checksum (XXH64), which fzstd skips, is verified.
  */
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { Decompress } from 'fzstd';
+import { Xxh64 } from './xxh64.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
@@ -106,17 +113,22 @@ export async function tarStream(
     compression = kind;
   }
   if (compression === 'none') return { compression, chunks: raw() };
-  const inner = compression === 'gzip' ? gunzip(raw()) : unzstd(raw(), limits.maxZstdWindow);
-  return { compression, chunks: ratioBound(inner, counter, limits.maxRatio) };
+  if (compression === 'zstd') return { compression, chunks: unzstd(raw(), limits) };
+  return { compression, chunks: ratioBound(gunzip(raw()), counter, limits.maxRatio) };
+}
+
+/** Output allowed before the ratio bound applies. */
+const RATIO_GRACE = 1024 * 1024;
+
+function bomb(maxRatio: number): CompressionError {
+  return new CompressionError(`archive decompresses to more than ${maxRatio}× its compressed size; refusing a compression bomb`);
 }
 
 async function* ratioBound(inner: AsyncGenerator<Buffer>, counter: { in: number }, maxRatio: number): AsyncGenerator<Buffer> {
   let out = 0;
   for await (const chunk of inner) {
     out += chunk.length;
-    if (out > 1024 * 1024 && out > counter.in * maxRatio) {
-      throw new CompressionError(`archive decompresses to more than ${maxRatio}× its compressed size; refusing a compression bomb`);
-    }
+    if (out > RATIO_GRACE && out > counter.in * maxRatio) throw bomb(maxRatio);
     yield chunk;
   }
 }
@@ -143,27 +155,39 @@ function wrapZlib(err: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
 
-async function* unzstd(input: AsyncGenerator<Buffer>, maxWindow: number): AsyncGenerator<Buffer> {
-  const frames = new ZstdFrameScanner(maxWindow);
+/** Most output one push to fzstd may produce (held in memory until the push returns), plus one block. */
+const PUSH_OUTPUT = 2 * 1024 * 1024;
+
+async function* unzstd(input: AsyncGenerator<Buffer>, limits: DecompressLimits): AsyncGenerator<Buffer> {
+  const { maxRatio } = limits;
+  const frames = new ZstdFrameScanner(limits.maxZstdWindow);
   let out: Buffer[] = [];
-  const d = new Decompress((data) => {
+  let pushedIn = 0;
+  let produced = 0;
+  const d = new Decompress((data, final) => {
+    if (final) return; // fzstd's empty end-of-stream call
+    // Checked per block (at most 128 KiB), not per push: a push may decode thousands of blocks.
+    produced += data.length;
+    if (produced > RATIO_GRACE && produced > pushedIn * maxRatio) throw bomb(maxRatio);
+    frames.output(data);
     if (data.length) out.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   });
-  // At most this much input per push: one push may expand up to ~128 KiB per input byte of RLE blocks,
-  // and the output of a push is held until the push returns.
-  const SLICE = 8 * 1024;
-  const push = (chunk: Buffer, final: boolean): void => {
+  const push = (chunk: Uint8Array, final: boolean): void => {
+    pushedIn += chunk.length;
     try {
       d.push(chunk, final);
     } catch (err) {
+      if (err instanceof CompressionError) throw err;
       throw new CompressionError(`zstd stream is corrupt: ${(err as Error).message}`);
     }
   };
   for await (const chunk of input) {
-    for (let off = 0; off < chunk.length; off += SLICE) {
-      const piece = chunk.subarray(off, Math.min(chunk.length, off + SLICE));
-      frames.scan(piece);
-      push(piece, false);
+    let off = 0;
+    while (off < chunk.length) {
+      // The scanner reads ahead of fzstd and stops where the blocks it has seen could produce PUSH_OUTPUT.
+      const end = frames.scan(chunk, off, PUSH_OUTPUT);
+      push(chunk.subarray(off, end), false);
+      off = end;
       if (out.length) {
         const ready = out;
         out = [];
@@ -172,16 +196,32 @@ async function* unzstd(input: AsyncGenerator<Buffer>, maxWindow: number): AsyncG
     }
   }
   frames.finish();
-  push(new Uint8Array(0) as Buffer, true);
+  push(new Uint8Array(0), true);
+  frames.finishOutput();
   yield* out;
 }
 
+/** A frame (not a skippable one) as the scanner has read it and fzstd has decoded it so far. */
+interface Frame {
+  checksum: Xxh64 | undefined;
+  /** Blocks the scanner has read the headers of, and whether the last of them was the frame's last. */
+  blocks: number;
+  ended: boolean;
+  /** Blocks fzstd has decoded. */
+  decoded: number;
+  /** The low 32 bits of XXH64 of the decoded frame, once decoded; the checksum stored in the frame, once read. */
+  digest?: number;
+  stored?: number;
+}
+
 /**
- * Walks zstd frame and block headers (without decoding) to refuse a frame whose window is over the bound
- * before fzstd allocates it, and to know whether the stream ended at a frame boundary.
+ * Walks zstd frame and block headers (without decoding) ahead of fzstd: refuses a frame whose window is
+ * over the bound before fzstd allocates it, and a block over zstd's block maximum; knows whether the
+ * stream ended at a frame boundary; bounds what each push to fzstd may produce; and checks each frame's
+ * content checksum against what fzstd decoded (`output`).
  */
 export class ZstdFrameScanner {
-  private state: 'magic' | 'fhd' | 'frame-header' | 'block-header' | 'skip' = 'magic';
+  private state: 'magic' | 'fhd' | 'frame-header' | 'block-header' | 'skip' | 'checksum' = 'magic';
   private need = 4;
   private buf = Buffer.alloc(18);
   private fill = 0;
@@ -190,11 +230,24 @@ export class ZstdFrameScanner {
   private checksum = false;
   private lastBlock = false;
   private frames = 0;
+  /** Largest block of the current frame: min(window, 128 KiB). */
+  private blockMax = 0;
+  /** Output the blocks read in this scan may produce. */
+  private budget = 0;
+  /** Frames read and not yet fully decoded and checked, oldest first. */
+  private readonly open: Frame[] = [];
+  private current: Frame | undefined;
 
   constructor(private readonly maxWindow: number) {}
 
-  scan(chunk: Uint8Array): void {
-    let off = 0;
+  /**
+   * Reads chunk[from…]; returns where it stopped: the end of the chunk, or earlier, just after a block
+   * header, once the blocks read could produce `maxOutput` bytes (the caller hands fzstd that much, then
+   * scans on).
+   */
+  scan(chunk: Uint8Array, from = 0, maxOutput = Infinity): number {
+    let off = from;
+    this.budget = maxOutput;
     while (off < chunk.length) {
       if (this.state === 'skip') {
         const take = Math.min(this.skip, chunk.length - off);
@@ -207,10 +260,12 @@ export class ZstdFrameScanner {
       this.buf.set(chunk.subarray(off, off + take), this.fill);
       this.fill += take;
       off += take;
-      if (this.fill < this.need) return;
+      if (this.fill < this.need) return off;
       this.fill = 0;
       this.step();
+      if (this.budget <= 0) return off;
     }
+    return off;
   }
 
   finish(): void {
@@ -218,12 +273,44 @@ export class ZstdFrameScanner {
     if (this.frames === 0) throw new CompressionError('zstd stream has no frame');
   }
 
+  /** A block fzstd decoded (fzstd reports each block, in order, after the scanner has read its header). */
+  output(data: Uint8Array): void {
+    const f = this.open[0];
+    if (!f || f.decoded >= f.blocks) throw new CompressionError('zstd decoder and frame scanner disagree');
+    f.decoded++;
+    f.checksum?.update(data);
+    if (f.ended && f.decoded === f.blocks) {
+      this.open.shift();
+      if (f.checksum) {
+        f.digest = f.checksum.digestParts()[1];
+        f.checksum = undefined;
+        this.settle(f);
+      }
+    }
+  }
+
+  /** Every frame read was decoded (and its checksum, if it has one, checked). */
+  finishOutput(): void {
+    if (this.open.length > 0) throw new CompressionError('zstd stream is truncated');
+  }
+
+  private settle(f: Frame): void {
+    if (f.digest === undefined || f.stored === undefined) return;
+    if (f.digest !== f.stored) {
+      throw new CompressionError(
+        `zstd frame checksum does not match its content (stored ${f.stored.toString(16).padStart(8, '0')}, computed ${f.digest.toString(16).padStart(8, '0')})`,
+      );
+    }
+  }
+
   private afterSkipDone(): void {
     if (this.afterSkip === 'block-header') {
       if (this.lastBlock) {
         this.lastBlock = false;
-        if (this.checksum) this.startSkip(4, 'magic');
-        else {
+        if (this.checksum) {
+          this.state = 'checksum';
+          this.need = 4;
+        } else {
           this.state = 'magic';
           this.need = 4;
         }
@@ -290,7 +377,23 @@ export class ZstdFrameScanner {
         const type = (h >> 1) & 3;
         const size = h >>> 3;
         if (type === 3) throw new CompressionError('zstd block of the reserved type');
+        // Block_Size (the regenerated size of an RLE block, the stored size of the others) is at most
+        // Block_Maximum_Size; fzstd does not check, and would expand a 4-byte RLE block to 2 MiB.
+        if (size > this.blockMax) throw new CompressionError(`zstd block of ${size} bytes, over the block maximum of ${this.blockMax} bytes`);
+        // What the block may produce: its size for raw and RLE blocks, at most the block maximum otherwise.
+        this.budget -= type === 2 ? this.blockMax : size;
+        const f = this.current!;
+        f.blocks++;
+        if (this.lastBlock) f.ended = true;
         return this.startSkip(type === 1 ? 1 : size, 'block-header');
+      }
+      case 'checksum': {
+        const f = this.current!;
+        f.stored = b.readUInt32LE(0);
+        this.settle(f);
+        this.state = 'magic';
+        this.need = 4;
+        return;
       }
     }
   }
@@ -319,6 +422,9 @@ export class ZstdFrameScanner {
     if (window > this.maxWindow) {
       throw new CompressionError(`zstd frame needs a ${window}-byte window, over the ${this.maxWindow}-byte bound`);
     }
+    this.blockMax = Math.min(window, 128 * 1024);
+    this.current = { checksum: this.checksum ? new Xxh64() : undefined, blocks: 0, ended: false, decoded: 0 };
+    this.open.push(this.current);
     this.frames++;
     this.state = 'block-header';
     this.need = 3;

@@ -18,7 +18,9 @@ import { isLadingError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { ustar, type TarEntry } from '../../test/support/tar.js';
 import { extract, extractTar, type ExtractOptions, type ExtractResult } from './extract.js';
+import { ZstdFrameScanner } from './decompress.js';
 import { packDirectory } from './pack.js';
+import { xxh64 } from './xxh64.js';
 
 const VICTIM = Buffer.from('victim: must stay exactly like this\n');
 
@@ -491,9 +493,10 @@ test('malformed and truncated input is an error, never a partial success', async
   for (const body of ['20 path=abc\0', '99 path=abc\n', '14 path=a\0bc\n', '9 size=x\n']) {
     await run(tar({ name: 'PaxHeader', type: 'x', body }, file('a', 'x')), { skipRefused: true }, (_r, err) => code(err, 'E_ARCHIVE_INVALID'));
   }
-  // Empty input, and an archive of only the end marker, are empty archives.
-  await run(Buffer.alloc(0), {}, (r, err) => assert.equal(r?.entries, 0, String(err)));
+  // An archive of only the end marker is an empty archive; empty input has no end marker (truncated).
   await run(Buffer.alloc(1024), {}, (r, err) => assert.equal(r?.entries, 0, String(err)));
+  await run(Buffer.alloc(0), {}, (_r, err) => code(err, 'E_ARCHIVE_INVALID'));
+  await run(Buffer.alloc(0), { allowMissingEndMarker: true }, (r, err) => assert.equal(r?.entries, 0, String(err)));
 });
 
 test('errors from the source and cancellation end the extraction', async () => {
@@ -515,4 +518,146 @@ test('a 222,371-level name is refused quickly and makes no directory', async () 
   const t0 = Date.now();
   await refusedBoth(tar(pax({ path: name }), file('x', 'deep')), [/longer than 4096 bytes/], async (a) => assert.deepEqual(await readdir(a.dest), []));
   assert.ok(Date.now() - t0 < 5000);
+});
+
+// ---------------------------------------------------------------------- review findings (regressions)
+
+test('the tree of what was made holds names, not paths, and its memory is bounded (maxIndexBytes)', async () => {
+  // A directory 12 levels of 250-byte names deep, a link to it, and 2,000 files through the link: with
+  // one full path per file that is ~6 MB of keys; as a tree it is one short name per file.
+  const deep = Array.from({ length: 12 }, (_, i) => String.fromCharCode(97 + i).repeat(250)).join('/');
+  const files = Array.from({ length: 2000 }, (_, i) => file(`s/f${i}`));
+  const archive = tar(pax({ path: `${deep}/` }), dir('x'), pax({ linkpath: deep }), sym('s', 'x'), ...files);
+  await run(archive, { maxIndexBytes: 500_000 }, async (r, err, a) => {
+    assert.equal(r?.files, 2000, String(err));
+    assert.equal((await readdir(join(a.dest, ...deep.split('/')))).length, 2000);
+  });
+  await run(archive, { maxIndexBytes: 100_000 }, (_r, err) => {
+    code(err, 'E_ARCHIVE_INVALID');
+    assert.match((err as Error).message, /tree of names needs more than 100000 bytes/);
+  });
+});
+
+test('symbolic links: a resolution to a directory is remembered, and link-target work is bounded (maxLinkSteps)', async () => {
+  // Targets of ~4,000 bytes ("d/../d/../…"), each about 1,600 components.
+  const long = (tail: string): string => {
+    let t = '';
+    while (t.length + 5 + tail.length <= 4000) t += 'd/../';
+    return t + tail;
+  };
+  const chain: TarEntry[] = [dir('d'), pax({ linkpath: long('d') }), sym('l0', 'x')];
+  for (let k = 1; k <= 5; k++) chain.push(pax({ linkpath: long(`l${k - 1}`) }), sym(`l${k}`, 'x'));
+  // 500 files through a chain of six such links: ~9,600 steps once, then none (without the cache, 4.8M).
+  const through = tar(...chain, ...Array.from({ length: 500 }, (_, i) => file(`l5/f${i}`, 'x')));
+  await run(through, { maxLinkSteps: 20_000 }, async (r, err, a) => {
+    assert.equal(r?.files, 500, String(err));
+    assert.equal((await readdir(join(a.dest, 'd'))).length, 500);
+  });
+  // A link to a file is not remembered (a file may be replaced): every link through it costs its target again.
+  const toFile = tar(dir('d'), file('d/f', 'x'), pax({ linkpath: long('d/f') }), sym('lf', 'x'), ...Array.from({ length: 100 }, (_, i) => sym(`s${i}`, 'lf')));
+  await run(toFile, {}, (r, err) => assert.equal(r?.symlinks, 101, String(err)));
+  await run(toFile, { maxLinkSteps: 20_000 }, (_r, err) => {
+    code(err, 'E_ARCHIVE_INVALID');
+    assert.match((err as Error).message, /symbolic links takes more than 20000 steps/);
+  });
+});
+
+test('the archive must end with its end-of-archive marker, and only zeros may follow it', async () => {
+  const good = tar(file('a', 'x'.repeat(600)), file('b', 'y')); // 512 + 1024 + 512 + 512, then 1024 zeros
+  for (const cut of [1536, 2560]) {
+    await run(good.subarray(0, cut), {}, (_r, err) => {
+      code(err, 'E_ARCHIVE_INVALID');
+      assert.match((err as Error).message, /without its end-of-archive marker/);
+    });
+    await run(good.subarray(0, cut), { allowMissingEndMarker: true }, (r, err) => assert.equal(r?.files, cut === 1536 ? 1 : 2, String(err)));
+  }
+  await run(good.subarray(0, 3072), {}, (r, err) => assert.equal(r?.files, 2, String(err))); // one zero block
+  // A pax or GNU long-name header with no entry after it: at the end of the stream, or before the marker.
+  const lonePax = tar(pax({ path: 'zzz' }));
+  const longName: TarEntry = { name: '././@LongLink', type: 'L', body: 'a-long-name\0' };
+  for (const meta of [lonePax, tar(longName)]) {
+    await run(meta.subarray(0, meta.length - 1024), {}, (_r, err) => {
+      code(err, 'E_ARCHIVE_INVALID');
+      assert.match((err as Error).message, /with no entry for it/);
+    });
+    await run(meta, { allowMissingEndMarker: true }, (_r, err) => {
+      code(err, 'E_ARCHIVE_INVALID');
+      assert.match((err as Error).message, /followed by the end of the archive, not by an entry/);
+    });
+  }
+  // Go's reading: a stream that stops after a lone pax header is an empty archive.
+  await run(lonePax.subarray(0, lonePax.length - 1024), { allowMissingEndMarker: true }, (r, err) => assert.equal(r?.entries, 0, String(err)));
+  // After the marker: zero padding (a 10 KiB record) is fine, anything else is not, nor a second archive.
+  await run(Buffer.concat([good, Buffer.alloc(10240 - good.length)]), {}, (r, err) => assert.equal(r?.files, 2, String(err)));
+  await run(Buffer.concat([good, Buffer.alloc(100), Buffer.from('garbage')]), {}, (_r, err) => {
+    code(err, 'E_ARCHIVE_INVALID');
+    assert.match((err as Error).message, /data after the end-of-archive marker/);
+  });
+  await run(Buffer.concat([good, tar(file('c', 'z'))]), {}, (_r, err) => code(err, 'E_ARCHIVE_INVALID'));
+});
+
+/** A zstd frame (8 MiB window, or 2^(10+exp)) of raw ('raw') and RLE ('rle') blocks, with an optional content checksum. */
+function zstdFrame(blocks: Array<{ rle?: number; raw?: Buffer; size?: number }>, opts: { checksum?: number; windowExp?: number } = {}): Buffer {
+  const parts: Buffer[] = [Buffer.from([0x28, 0xb5, 0x2f, 0xfd, opts.checksum === undefined ? 0x00 : 0x04, (opts.windowExp ?? 13) << 3])];
+  blocks.forEach((b, i) => {
+    const last = i === blocks.length - 1 ? 1 : 0;
+    const size = b.raw ? b.raw.length : b.size!;
+    const h = last | ((b.raw ? 0 : 1) << 1) | (size << 3);
+    parts.push(Buffer.from([h & 0xff, (h >>> 8) & 0xff, (h >>> 16) & 0xff]), b.raw ?? Buffer.from([b.rle!]));
+  });
+  if (opts.checksum !== undefined) {
+    const c = Buffer.alloc(4);
+    c.writeUInt32LE(opts.checksum);
+    parts.push(c);
+  }
+  return Buffer.concat(parts);
+}
+
+test('zstd: blocks over the block maximum are refused, and a bomb of RLE blocks stops at the ratio bound', async () => {
+  // fzstd would expand this 4-byte RLE block to 2 MiB.
+  await run(zstdFrame([{ rle: 0, size: (1 << 21) - 1 }, { rle: 0, size: 1024 }]), {}, (_r, err) => {
+    code(err, 'E_ARCHIVE_INVALID');
+    assert.match((err as Error).message, /zstd block of 2097151 bytes, over the block maximum of 131072 bytes/);
+  });
+  // The maximum is min(window, 128 KiB).
+  await run(zstdFrame([{ rle: 0, size: 2048 }], { windowExp: 0 }), {}, (_r, err) => assert.match(String(err), /over the block maximum of 1024 bytes/));
+  await run(zstdFrame([{ rle: 0, size: 1024 }], { windowExp: 0 }), {}, (r, err) => assert.equal(r?.entries, 0, String(err)));
+  // 4,000 RLE blocks of 128 KiB (16 KB in, 500 MiB out): stopped just past the first MiB, as each block comes out.
+  const t0 = Date.now();
+  await run(zstdFrame(Array.from({ length: 4000 }, () => ({ rle: 0, size: 128 * 1024 }))), {}, (_r, err) => {
+    code(err, 'E_ARCHIVE_INVALID');
+    assert.match((err as Error).message, /compression bomb/);
+  });
+  assert.ok(Date.now() - t0 < 2000);
+  // The scanner hands the decoder no more input than could produce the bound it is given (plus a block).
+  const scanner = new ZstdFrameScanner(1 << 27);
+  const frame = zstdFrame(Array.from({ length: 100 }, () => ({ rle: 0, size: 128 * 1024 })));
+  // It stops just after the header of the 8th 128 KiB block (1 MiB), then goes on from there.
+  assert.equal(scanner.scan(frame, 0, 1024 * 1024), 6 + 7 * 4 + 3);
+  assert.equal(scanner.scan(frame, 37, 1024 * 1024), 37 + 1 + 7 * 4 + 3);
+});
+
+test('zstd content checksums are verified', async (t) => {
+  const empty = Buffer.alloc(1024); // an empty tar archive
+  const sum = Number(xxh64(empty) & 0xffffffffn);
+  await run(zstdFrame([{ raw: empty }], { checksum: sum }), {}, (r, err) => assert.equal(r?.entries, 0, String(err)));
+  await run(zstdFrame([{ raw: empty }], { checksum: (sum ^ 1) >>> 0 }), {}, (_r, err) => {
+    code(err, 'E_ARCHIVE_INVALID');
+    assert.match((err as Error).message, /zstd frame checksum does not match/);
+  });
+  const body = tar(file('a', randomBytes(300_000)), file('b', 'y'));
+  const z = spawnSync('zstd', ['-q', '-c', '--check'], { input: body });
+  if (z.status !== 0 || z.error) return t.skip('no zstd command here');
+  await run(z.stdout, {}, (r, err) => assert.equal(r?.files, 2, String(err)));
+  const bad = Buffer.from(z.stdout);
+  bad[bad.length - 1] ^= 0xff; // the stored checksum
+  await run(bad, {}, (_r, err) => {
+    code(err, 'E_ARCHIVE_INVALID');
+    assert.match((err as Error).message, /checksum/);
+  });
+  // Two frames, the first one's checksum wrong: caught before the second is read.
+  const first = Buffer.from(spawnSync('zstd', ['-q', '-c', '--check'], { input: body.subarray(0, 4096) }).stdout);
+  first[first.length - 2] ^= 0x01;
+  const second = spawnSync('zstd', ['-q', '-c', '--check'], { input: body.subarray(4096) }).stdout;
+  await run(Buffer.concat([first, second]), {}, (_r, err) => assert.match(String(err), /checksum does not match/));
 });

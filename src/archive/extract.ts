@@ -4,7 +4,7 @@
  *
  * - Names: absolute paths, `..` segments, backslashes and drive letters are refused, as are names longer
  *   than maxPathLength bytes or deeper than maxDepth levels (checked before the name is even split).
- * - Links: every path is resolved component by component through a map of what this extraction has
+ * - Links: every path is resolved component by component through a tree of what this extraction has
  *   made (and of what it found already in the destination, by lstat/readlink), following symbolic links
  *   as the kernel would. A symbolic link is created only when its target, resolved that way, stays in
  *   the destination; a path through a missing directory may not climb back with `..`; links and
@@ -17,7 +17,10 @@
  *   bit when the owner has none, and are always owner-readable and -writable; directories are 0755.
  *   Owners and times are not restored.
  * - Bounds: entries, total bytes, path length and depth, header size (pax, GNU long names, sparse maps),
- *   compression ratio, zstd window, bytes after the end marker.
+ *   compression ratio, zstd window and block size, bytes after the end marker (zeros only), the memory of
+ *   the tree of what was made (maxIndexBytes: it holds one name per node, never a full path), and the
+ *   work of resolving links (each link's resolution to a directory is remembered, and the components
+ *   read from link targets are bounded per archive).
  * - Malformed input is an error (E_ARCHIVE_INVALID), never a partial success. A refused entry is an
  *   error (E_UNSAFE_PATH) unless `skipRefused`, which skips it and lists it in `result.refused`.
  *
@@ -60,6 +63,21 @@ export interface ExtractOptions {
   maxRatio?: number;
   /** Largest zstd window a frame may declare. Default 128 MiB (zstd's own default limit). */
   maxZstdWindow?: number;
+  /**
+   * Memory for the tree of what the extraction made and found (an estimate: name and link-target bytes
+   * plus a fixed cost per node). Default 256 MiB.
+   */
+  maxIndexBytes?: number;
+  /**
+   * Path components read from symbolic-link targets while resolving names, over the whole archive (links
+   * resolved to a directory are remembered and not re-read). Default 64 × maxEntries.
+   */
+  maxLinkSteps?: number;
+  /**
+   * Accept a tar stream that ends at a header boundary without its end-of-archive marker (as Go's reader
+   * does). Default false: such a stream is read as an archive truncated there (E_ARCHIVE_INVALID).
+   */
+  allowMissingEndMarker?: boolean;
   /** File writes in flight at once. Default 32. */
   concurrency?: number;
   /** fsync every file and directory written before returning. Default false. */
@@ -97,8 +115,12 @@ const DEFAULTS = {
   maxHeaderSize: 1024 * 1024,
   maxRatio: 1000,
   maxZstdWindow: 128 * 1024 * 1024,
+  maxIndexBytes: 256 * 1024 * 1024,
   concurrency: 32,
 };
+/** The estimated cost of one node of the tree (object, map entry), beyond its name; and of a directory's map. */
+const NODE_BYTES = 160;
+const DIR_BYTES = 96;
 /** Links followed while resolving one path (Linux's own limit is 40). */
 const MAX_HOPS = 40;
 /** Files up to this size are buffered and written in the background; larger ones are streamed. */
@@ -120,11 +142,27 @@ export function extractTar(source: Readable, dest: string, options: ExtractOptio
   return extract(source, dest, options);
 }
 
+/**
+ * One name in the tree of what is in the destination: what the extraction made, and what it found there
+ * (by lstat). A node holds its own name and its parent, never a full path, so the tree's memory grows with
+ * the names in the archive, not with their depth (1M entries under a link to a 4 KB-deep directory).
+ */
 interface Node {
   kind: 'dir' | 'file' | 'symlink' | 'other';
-  /** Made by this extraction (so a directory's children are all in the map), or found in the destination. */
+  /** Made by this extraction (so a directory's children are all in the tree), or found in the destination. */
   ours: boolean;
+  name: string;
+  /** The directory it is in (undefined for the destination itself). */
+  parent: Node | undefined;
+  /** A directory's children, as far as known. */
+  children?: Map<string, Node>;
   target?: string;
+  /**
+   * A symbolic link's resolution when it leads to an existing directory, and the links followed to get
+   * there. Directories and links are never replaced, so it stays right for the whole extraction.
+   */
+  resolved?: Node;
+  resolvedHops?: number;
   /** The last file operation on this path; later operations on it or under it wait for it. */
   done?: Promise<void> | undefined;
 }
@@ -133,11 +171,12 @@ class Refusal {
   constructor(readonly reason: string) {}
 }
 
-/** Where a path leads: an existing node at `key`, or the deepest existing directory and the names missing below it. */
+/** Where a path leads: an existing node, or the deepest existing directory and the names missing below it. */
 interface Walk {
-  key: string;
   node: Node;
   missing: string[];
+  /** Symbolic links followed. */
+  hops: number;
 }
 
 interface Sink {
@@ -149,12 +188,15 @@ class Extraction {
   private readonly dest: string;
   private readonly opts: typeof DEFAULTS & ExtractOptions;
   private readonly prefix: string[] | undefined;
-  private readonly root: Node = { kind: 'dir', ours: false };
-  private readonly nodes = new Map<string, Node>();
+  private readonly root: Node = { kind: 'dir', ours: false, name: '', parent: undefined, children: new Map() };
   private readonly tasks = new Set<Promise<void>>();
   private readonly limiter: Limiter;
   private readonly openFds = new Set<number>();
-  private readonly madeDirs: string[] = [];
+  private readonly madeDirs: Node[] = [];
+  /** Estimated bytes held by the tree, and link-target components read so far. */
+  private indexBytes = 0;
+  private linkSteps = 0;
+  private readonly maxLinkSteps: number;
   private failure: unknown;
   private sink: Sink | undefined;
   private declared = 0;
@@ -166,6 +208,7 @@ class Extraction {
     this.opts = { ...DEFAULTS, ...defined };
     this.prefix = options.requirePrefix ? options.requirePrefix.split('/').filter((p) => p !== '' && p !== '.') : undefined;
     this.limiter = new Limiter(Math.max(1, this.opts.concurrency));
+    this.maxLinkSteps = this.opts.maxLinkSteps ?? 64 * Math.max(this.opts.maxEntries, 1024);
   }
 
   async run(source: Readable | AsyncIterable<Uint8Array>): Promise<ExtractResult> {
@@ -176,7 +219,12 @@ class Extraction {
       const forced = this.opts.gzip === true ? 'gzip' : this.opts.gzip === false ? 'none' : this.opts.compression === 'auto' ? undefined : this.opts.compression;
       const { compression, chunks } = await tarStream(source, forced, this.opts);
       this.result.compression = compression;
-      const reader = new TarReader({ maxHeaderSize: this.opts.maxHeaderSize, maxMetaHeaders: MAX_META_HEADERS, maxTrailing: MAX_TRAILING });
+      const reader = new TarReader({
+        maxHeaderSize: this.opts.maxHeaderSize,
+        maxMetaHeaders: MAX_META_HEADERS,
+        maxTrailing: MAX_TRAILING,
+        allowMissingEndMarker: this.opts.allowMissingEndMarker === true,
+      });
       for await (const chunk of chunks) {
         signal?.throwIfAborted();
         onTarBytes?.(chunk);
@@ -190,7 +238,7 @@ class Extraction {
       while (this.tasks.size > 0 && !this.failure) await Promise.all([...this.tasks]);
       if (this.failure) throw this.failure;
       if (this.opts.fsync) {
-        for (const d of this.madeDirs.reverse()) await fsyncDirectory(d);
+        for (const d of this.madeDirs.reverse()) await fsyncDirectory(this.abs(d));
         await fsyncDirectory(this.dest);
       }
       return this.result;
@@ -218,7 +266,6 @@ class Extraction {
         if (!(await stat(this.dest)).isDirectory()) throw new LadingError('E_IO', `${this.dest} exists and is not a directory`);
       } else throw err;
     }
-    this.nodes.set('', this.root);
   }
 
   private handle(ev: TarEvent): Promise<void> | void {
@@ -287,9 +334,8 @@ class Extraction {
     const parent = await this.parentDir(parts);
     if (parent instanceof Refusal) return this.refuse(h, parent.reason);
     const name = parts[parts.length - 1]!;
-    const key = join(parent, name);
-    if (!this.inPrefix(key)) return this.refuse(h, `it would be written outside "${this.opts.requirePrefix}" through a link`);
-    const existing = await this.lookup(parent, key);
+    if (!this.inPrefix(parent, name)) return this.refuse(h, `it would be written outside "${this.opts.requirePrefix}" through a link`);
+    const existing = await this.lookup(parent, name);
     if (!existing) {
       this.makeDirs(parent, [name]);
       return;
@@ -307,14 +353,13 @@ class Extraction {
   private async file(h: TarHeader, parts: string[]): Promise<void> {
     const place = await this.placeFor(h, parts);
     if (!place) return;
-    const { key, parentNode, prev } = place;
-    const node: Node = { kind: 'file', ours: true };
-    this.nodes.set(key, node);
+    const { parent, name, prev } = place;
+    const node = this.addNode(parent, name, { kind: 'file', ours: true, name, parent }, prev);
     this.result.files++;
     this.result.bytes += h.size;
     const mode = fileMode(h.mode);
-    const path = this.abs(key);
-    const waits = [parentNode.done, prev?.done];
+    const path = this.abs(node);
+    const waits = [parent.done, prev?.done];
     const replace = prev !== undefined;
     if (h.size <= SMALL_FILE) {
       const chunks: Buffer[] = [];
@@ -368,19 +413,18 @@ class Extraction {
     // Where the link leads, judged now, through every link made so far and any found in the destination.
     const w = await this.walk(parent, splitTarget(target), true);
     if (w instanceof Refusal) return this.refuse(h, `symbolic link to "${printable(target)}" ${w.reason}`);
-    if (this.prefix && !underPrefix([...splitKey(w.key), ...w.missing], this.prefix)) {
+    if (this.prefix && !underPrefix([...components(w.node), ...w.missing], this.prefix)) {
       return this.refuse(h, `symbolic link to "${printable(target)}" leads outside "${this.opts.requirePrefix}"`);
     }
     const place = await this.placeFor(h, parts, parent);
     if (!place) return;
-    const { key, parentNode, prev } = place;
-    const node: Node = { kind: 'symlink', ours: true, target };
-    this.nodes.set(key, node);
+    const { name, prev } = place;
+    const node = this.addNode(parent, name, { kind: 'symlink', ours: true, name, parent, target }, prev);
     this.result.symlinks++;
-    const path = this.abs(key);
+    const path = this.abs(node);
     node.done = this.track(
       (async () => {
-        if (parentNode.done) await parentNode.done;
+        if (parent.done) await parent.done;
         if (prev) {
           if (prev.done) await prev.done;
           await unlink(path);
@@ -398,30 +442,29 @@ class Extraction {
       return this.refuse(h, `hard link to "${printable(to)}": ${'refused' in checked ? checked.refused : 'the destination itself'}`);
     }
     const notEarlier = `hard link to "${printable(to)}" is not a regular file extracted before it`;
-    const tParent = await this.walk('', checked.parts.slice(0, -1), true);
+    const tParent = await this.walk(this.root, checked.parts.slice(0, -1), true);
     if (tParent instanceof Refusal) return this.refuse(h, `hard link to "${printable(to)}": ${tParent.reason}`);
     if (tParent.missing.length > 0 || tParent.node.kind !== 'dir') return this.refuse(h, notEarlier);
-    const targetKey = join(tParent.key, checked.parts[checked.parts.length - 1]!);
-    const target = this.nodes.get(targetKey);
+    const target = tParent.node.children!.get(checked.parts[checked.parts.length - 1]!);
     if (!target || !target.ours || target.kind !== 'file') return this.refuse(h, notEarlier);
     const place = await this.placeFor(h, parts);
     if (!place) return;
-    const { key, parentNode, prev } = place;
-    if (key === targetKey) return this.refuse(h, 'hard link to itself');
-    const node: Node = { kind: 'file', ours: true };
-    this.nodes.set(key, node);
+    const { parent, name, prev } = place;
+    if (prev === target) return this.refuse(h, 'hard link to itself');
+    const targetPath = this.abs(target);
+    const node = this.addNode(parent, name, { kind: 'file', ours: true, name, parent }, prev);
     this.result.hardlinks++;
-    const path = this.abs(key);
+    const path = this.abs(node);
     const targetDone = target.done;
     const task = this.track(
       (async () => {
-        if (parentNode.done) await parentNode.done;
+        if (parent.done) await parent.done;
         if (targetDone) await targetDone;
         if (prev) {
           if (prev.done) await prev.done;
           await unlink(path);
         }
-        await link(this.abs(targetKey), path);
+        await link(targetPath, path);
       })(),
     );
     node.done = task;
@@ -434,46 +477,46 @@ class Extraction {
    * it replaces, if any. Only a regular file this extraction wrote may be replaced (a second entry of
    * the same name); never a directory, a link, or anything that was in the destination before.
    */
-  private async placeFor(h: TarHeader, parts: string[], knownParent?: string): Promise<{ key: string; parentNode: Node; prev: Node | undefined } | undefined> {
+  private async placeFor(h: TarHeader, parts: string[], knownParent?: Node): Promise<{ parent: Node; name: string; prev: Node | undefined } | undefined> {
     const parent = knownParent ?? (await this.parentDir(parts));
     if (parent instanceof Refusal) return void this.refuse(h, parent.reason);
-    const key = join(parent, parts[parts.length - 1]!);
-    if (!this.inPrefix(key)) return void this.refuse(h, `it would be written outside "${this.opts.requirePrefix}" through a link`);
-    const existing = await this.lookup(parent, key);
+    const name = parts[parts.length - 1]!;
+    if (!this.inPrefix(parent, name)) return void this.refuse(h, `it would be written outside "${this.opts.requirePrefix}" through a link`);
+    const existing = await this.lookup(parent, name);
     if (existing) {
       if (!existing.ours) return void this.refuse(h, 'something is already in the destination at this path (not replaced)');
       if (existing.kind === 'dir') return void this.refuse(h, 'it would replace a directory');
       if (existing.kind !== 'file') return void this.refuse(h, 'it would replace a symbolic link made by an earlier entry of the same name');
     }
-    return { key, parentNode: this.nodes.get(parent)!, prev: existing };
+    return { parent, name, prev: existing };
   }
 
   // ------------------------------------------------------------------ the tree
 
   /** The resolved directory an entry goes in (made when missing), or why it cannot be. */
-  private async parentDir(parts: string[]): Promise<string | Refusal> {
-    if (parts.length === 1) return '';
-    // Fast path: a directory already in the map under exactly this name. Keys are resolved paths and
-    // every ancestor of a key is a directory (directories are never replaced), so the name has no link
-    // on the way and leads to that very directory.
-    const direct = parts.length === 2 ? parts[0]! : parts.slice(0, -1).join('/');
-    if (this.nodes.get(direct)?.kind === 'dir') return direct;
-    const w = await this.walk('', parts.slice(0, -1), true);
+  private async parentDir(parts: string[]): Promise<Node | Refusal> {
+    if (parts.length === 1) return this.root;
+    // Fast path: directories already in the tree under exactly these names (no link on the way).
+    let node: Node | undefined = this.root;
+    for (let i = 0; i < parts.length - 1 && node; i++) {
+      const child: Node | undefined = node.children!.get(parts[i]!);
+      node = child?.kind === 'dir' ? child : undefined;
+    }
+    if (node) return node;
+    const w = await this.walk(this.root, parts.slice(0, -1), true);
     if (w instanceof Refusal) return w;
     if (w.missing.length === 0) {
       if (w.node.kind !== 'dir') return new Refusal('a component of its path is not a directory');
-      return w.key;
+      return w.node;
     }
-    return this.makeDirs(w.key, w.missing);
+    return this.makeDirs(w.node, w.missing);
   }
 
-  private makeDirs(parentKey: string, names: string[]): string {
-    let key = parentKey;
-    let parent = this.nodes.get(parentKey)!;
+  private makeDirs(parentNode: Node, names: string[]): Node {
+    let parent = parentNode;
     for (const name of names) {
-      key = join(key, name);
-      const node: Node = { kind: 'dir', ours: true };
-      const path = this.abs(key);
+      const node = this.addNode(parent, name, { kind: 'dir', ours: true, name, parent, children: new Map() });
+      const path = this.abs(node);
       const after = parent.done;
       node.done = this.track(
         (async () => {
@@ -488,84 +531,113 @@ class Extraction {
         },
         () => undefined,
       );
-      this.nodes.set(key, node);
       this.result.directories++;
-      if (this.opts.fsync) this.madeDirs.push(path);
+      if (this.opts.fsync) this.madeDirs.push(node);
       parent = node;
     }
-    return key;
+    return parent;
   }
 
-  /** The node at `key` (a child of the directory at `parentKey`), asking the file system when the directory was not ours. */
-  private async lookup(parentKey: string, key: string): Promise<Node | undefined> {
-    const known = this.nodes.get(key);
-    if (known || this.nodes.get(parentKey)!.ours) return known;
-    return this.probe(key);
-  }
-
-  /** What is already in the destination at `key` (never followed: lstat, readlink). */
-  private async probe(key: string): Promise<Node | undefined> {
-    const st = await lstat(this.abs(key));
-    if (!st) return undefined;
-    let node: Node;
-    if (st.isDirectory()) node = { kind: 'dir', ours: false };
-    else if (st.isSymbolicLink()) {
-      node = { kind: 'symlink', ours: false, target: await readlink(this.abs(key)) };
-    } else if (st.isFile()) node = { kind: 'file', ours: false };
-    else node = { kind: 'other', ours: false };
-    this.nodes.set(key, node);
+  /** Puts `node` in the tree as `parent`'s child `name` (replacing `prev`), within the memory bound. */
+  private addNode(parent: Node, name: string, node: Node, prev?: Node): Node {
+    this.indexBytes += nodeBytes(node) - (prev ? nodeBytes(prev) : 0);
+    if (this.indexBytes > this.opts.maxIndexBytes) {
+      throw archiveInvalid(`the archive's tree of names needs more than ${this.opts.maxIndexBytes} bytes of memory to extract safely`);
+    }
+    parent.children!.set(name, node);
     return node;
   }
 
+  /** The child `name` of the directory `parent`, asking the file system when the directory was not ours. */
+  private async lookup(parent: Node, name: string): Promise<Node | undefined> {
+    const known = parent.children!.get(name);
+    if (known || parent.ours) return known;
+    return this.probe(parent, name);
+  }
+
+  /** What is already in the destination at `parent`/`name` (never followed: lstat, readlink). */
+  private async probe(parent: Node, name: string): Promise<Node | undefined> {
+    const path = this.abs(parent, name);
+    const st = await lstat(path);
+    if (!st) return undefined;
+    // Another lookup of the same name may have finished while this one waited.
+    const known = parent.children!.get(name);
+    if (known) return known;
+    let node: Node;
+    if (st.isDirectory()) node = { kind: 'dir', ours: false, name, parent, children: new Map() };
+    else if (st.isSymbolicLink()) node = { kind: 'symlink', ours: false, name, parent, target: await readlink(path) };
+    else if (st.isFile()) node = { kind: 'file', ours: false, name, parent };
+    else node = { kind: 'other', ours: false, name, parent };
+    return parent.children!.get(name) ?? this.addNode(parent, name, node);
+  }
+
   /**
-   * Resolves `comps` from the directory at `startKey` as the kernel would, following symbolic links in
-   * the map (at most MAX_HOPS; the last component only when `followLast`). Refused when it leaves the
+   * Resolves `comps` from the directory `start` as the kernel would, following symbolic links in the tree
+   * (at most `maxHops` of them; the last component only when `followLast`). Refused when it leaves the
    * destination, meets an absolute link, or climbs with ".." out of a directory that does not exist yet.
+   * A link is resolved by resolving its target from its directory; a resolution that ends at an existing
+   * directory is remembered on the link, and the components of targets read are counted against
+   * maxLinkSteps, so chains of long links cannot make every entry cost thousands of steps.
    */
-  private async walk(startKey: string, comps: string[], followLast: boolean): Promise<Walk | Refusal> {
-    const stack = comps.filter((c) => c !== '' && c !== '.').reverse();
-    let key = startKey;
-    let node = this.nodes.get(startKey)!;
+  private async walk(start: Node, comps: readonly string[], followLast: boolean, maxHops = MAX_HOPS): Promise<Walk | Refusal> {
+    let node = start;
     let hops = 0;
-    while (stack.length > 0) {
-      const c = stack.pop()!;
+    const n = comps.length;
+    for (let i = 0; i < n; i++) {
+      const c = comps[i]!;
       if (c === '..') {
-        if (key === '') return new Refusal('leads outside the destination');
-        const i = key.lastIndexOf('/');
-        key = i < 0 ? '' : key.slice(0, i);
-        node = this.nodes.get(key)!;
+        if (!node.parent) return new Refusal('leads outside the destination');
+        node = node.parent;
         continue;
       }
-      const childKey = join(key, c);
-      const child = this.nodes.get(childKey) ?? (node.ours ? undefined : await this.probe(childKey));
-      const last = stack.length === 0;
-      if (!child) {
-        const missing = [c, ...stack.reverse()];
-        if (missing.includes('..')) return new Refusal('climbs with ".." out of a directory that does not exist');
-        return { key, node, missing };
-      }
+      const child = node.children!.get(c) ?? (node.ours ? undefined : await this.probe(node, c));
+      const last = i === n - 1;
+      if (!child) return missingBelow(node, comps.slice(i), hops);
       if (child.kind === 'symlink' && (followLast || !last)) {
-        if (++hops > MAX_HOPS) return new Refusal('goes through too many levels of symbolic links');
-        const t = child.target!;
-        if (t.startsWith('/')) return new Refusal(`goes through a symbolic link to the absolute path "${printable(t)}"`);
-        const next = splitTarget(t);
-        for (let i = next.length - 1; i >= 0; i--) stack.push(next[i]!);
-        continue; // the link's target is relative to its directory, which is `key`
+        let to: Walk;
+        if (child.resolved) {
+          to = { node: child.resolved, missing: [], hops: child.resolvedHops! };
+          if (hops + 1 + to.hops > maxHops) return new Refusal('goes through too many levels of symbolic links');
+        } else {
+          if (hops + 1 > maxHops) return new Refusal('goes through too many levels of symbolic links');
+          const t = child.target!;
+          if (t.startsWith('/')) return new Refusal(`goes through a symbolic link to the absolute path "${printable(t)}"`);
+          const next = splitTarget(t);
+          this.linkSteps += next.length + 1;
+          if (this.linkSteps > this.maxLinkSteps) {
+            throw archiveInvalid(`resolving the archive's symbolic links takes more than ${this.maxLinkSteps} steps`);
+          }
+          // The link's target is relative to its directory, which is `node`.
+          const r = await this.walk(node, next, true, maxHops - hops - 1);
+          if (r instanceof Refusal) return r;
+          to = r;
+          if (r.missing.length === 0 && r.node.kind === 'dir') {
+            child.resolved = r.node;
+            child.resolvedHops = r.hops;
+          }
+        }
+        hops += 1 + to.hops;
+        if (to.missing.length > 0) return missingBelow(to.node, [...to.missing, ...comps.slice(i + 1)], hops);
+        if (!last && to.node.kind !== 'dir') return new Refusal('goes through something that is not a directory');
+        node = to.node;
+        continue;
       }
       if (!last && child.kind !== 'dir') return new Refusal('goes through something that is not a directory');
-      key = childKey;
       node = child;
     }
-    return { key, node, missing: [] };
+    return { node, missing: [], hops };
   }
 
-  /** The resolved path is inside the required prefix (entry names are checked before; this catches links). */
-  private inPrefix(key: string): boolean {
-    return !this.prefix || underPrefix(splitKey(key), this.prefix);
+  /** The resolved place (`name` in `parent`) is inside the required prefix (names are checked before; this catches links). */
+  private inPrefix(parent: Node, name: string): boolean {
+    return !this.prefix || underPrefix([...components(parent), name], this.prefix);
   }
 
-  private abs(key: string): string {
-    return key === '' ? this.dest : `${this.dest}/${key}`;
+  /** The absolute path of `node` (and of its child `name`). */
+  private abs(node: Node, name?: string): string {
+    const parts = components(node);
+    if (name !== undefined) parts.push(name);
+    return parts.length === 0 ? this.dest : `${this.dest}/${parts.join('/')}`;
   }
 
   private track(p: Promise<void>): Promise<void> {
@@ -581,12 +653,21 @@ class Extraction {
   }
 }
 
-function join(key: string, name: string): string {
-  return key === '' ? name : `${key}/${name}`;
+/** The names from the destination down to `node`. */
+function components(node: Node): string[] {
+  const out: string[] = [];
+  for (let n: Node | undefined = node; n && n.parent; n = n.parent) out.push(n.name);
+  return out.reverse();
 }
 
-function splitKey(key: string): string[] {
-  return key === '' ? [] : key.split('/');
+function nodeBytes(node: Node): number {
+  return NODE_BYTES + node.name.length + (node.target?.length ?? 0) + (node.children ? DIR_BYTES : 0);
+}
+
+/** A walk that stops at `node`, an existing directory, with `missing` below it (never climbing with ".."). */
+function missingBelow(node: Node, missing: string[], hops: number): Walk | Refusal {
+  if (missing.includes('..')) return new Refusal('climbs with ".." out of a directory that does not exist');
+  return { node, missing, hops };
 }
 
 function splitTarget(target: string): string[] {

@@ -15,7 +15,7 @@ import { join, relative } from 'node:path';
 import { Readable } from 'node:stream';
 import { isLadingError } from '../errors.js';
 import { fixture } from '../../test/support/fixtures.js';
-import { extract, type ExtractResult } from './extract.js';
+import { extract, type ExtractOptions, type ExtractResult } from './extract.js';
 
 const VICTIM = Buffer.from('victim: must stay exactly like this\n');
 /** Paths outside any destination that the hostile archives aim at. */
@@ -86,7 +86,17 @@ interface Case {
   message?: RegExp;
   /** Compare the result with GNU tar's extraction of the same bytes. */
   gnu?: boolean;
+  /**
+   * Options the outcome needs. Without them the archive must fail with E_ARCHIVE_INVALID and a message
+   * matching `strictMessage`: the only such option is allowMissingEndMarker, for archives that stop at a
+   * header boundary without the end-of-archive marker (lading's default reads that as truncation).
+   */
+  needs?: ExtractOptions;
+  strictMessage?: RegExp;
 }
+
+/** An archive that stops at a header boundary, without its end-of-archive marker. */
+const NO_END_MARKER: Pick<Case, 'needs' | 'strictMessage'> = { needs: { allowMissingEndMarker: true }, strictMessage: /without its end-of-archive marker|with no entry for it/ };
 
 const gnuTar = spawnSync('tar', ['--version'], { encoding: 'utf8' }).stdout?.includes('GNU tar') ? 'tar' : undefined;
 
@@ -152,25 +162,31 @@ const cases: Case[] = [
     expect: async (dest) => assert.ok((await lstat(join(dest, ...Array(30).fill('123456789')))).isDirectory()),
   },
   {
-    name: 'go-archive-tar/pax-path-hdr.tar (a pax header and no entry: a valid, empty archive)',
+    // A valid control by the README ("the rest … are valid controls"), but it is a lone pax header with no
+    // entry and no end marker: Go reads it as an empty archive; lading only with allowMissingEndMarker.
+    name: 'go-archive-tar/pax-path-hdr.tar (a pax header and no entry: empty, with allowMissingEndMarker)',
     source: file('go-archive-tar', 'pax-path-hdr.tar'),
     outcome: 'ok',
+    ...NO_END_MARKER,
     expect: async (dest, r) => {
       assert.equal(r.entries, 0);
       assert.deepEqual(await readdir(dest), []);
     },
   },
   {
-    name: 'go-archive-tar/pax-multi-hdrs.tar (the last pax header applies)',
+    // Valid controls by the README, written without the end-of-archive marker.
+    name: 'go-archive-tar/pax-multi-hdrs.tar (the last pax header applies; no end marker)',
     source: file('go-archive-tar', 'pax-multi-hdrs.tar'),
     outcome: 'ok',
+    ...NO_END_MARKER,
     gnu: true,
     expect: async (dest) => assert.equal(await readlink(join(dest, 'bar')), 'PAX4/PAX4/long-linkpath-name'),
   },
   {
-    name: 'go-archive-tar/gnu-multi-hdrs.tar (the last long name and long link apply)',
+    name: 'go-archive-tar/gnu-multi-hdrs.tar (the last long name and long link apply; no end marker)',
     source: file('go-archive-tar', 'gnu-multi-hdrs.tar'),
     outcome: 'ok',
+    ...NO_END_MARKER,
     gnu: true,
     expect: async (dest) => assert.equal(await readlink(join(dest, 'GNU2', 'GNU2', 'long-path-name')), 'GNU4/GNU4/long-linkpath-name'),
   },
@@ -241,9 +257,12 @@ const cases: Case[] = [
     expect: async (dest) => assert.deepEqual(await readdir(dest), []),
   },
   {
-    name: 'libarchive/test_compat_tar_hardlink_1.tar (a hard link with a non-zero size)',
+    // Not a valid control in the README, and it has no end marker: malformed by default. With the option
+    // (read as Go and GNU tar read it) its point, a hard link with a non-zero size, is still checked.
+    name: 'libarchive/test_compat_tar_hardlink_1.tar (a hard link with a non-zero size; no end marker)',
     source: file('libarchive', 'test_compat_tar_hardlink_1.tar'),
     outcome: 'ok',
+    ...NO_END_MARKER,
     gnu: true,
     expect: async (dest) => {
       const a = join(dest, 'xmcd-3.3.2', 'docs_d', 'READMf');
@@ -334,11 +353,28 @@ test('every fixture archive has a case', async () => {
 
 for (const c of cases) {
   test(`fixture ${c.name}`, { timeout: 60_000 }, async () => {
+    if (c.needs) {
+      // Without the options it needs, the archive is malformed.
+      const plain = await arena();
+      try {
+        for (const skipRefused of [false, true]) {
+          await assert.rejects(extract(c.source(), plain.dest, { skipRefused }), (err: unknown) => {
+            assert.ok(isLadingError(err, 'E_ARCHIVE_INVALID'), `expected E_ARCHIVE_INVALID, got ${String(err)}`);
+            if (c.strictMessage) assert.match((err as Error).message, c.strictMessage);
+            return true;
+          });
+        }
+        await plain.check();
+      } finally {
+        await plain.done();
+      }
+    }
+    const opts: ExtractOptions = c.needs ?? {};
     // Strict (the default): refusals fail the extraction.
     const strict = await arena();
     try {
       const started = Date.now();
-      const run = extract(c.source(), strict.dest);
+      const run = extract(c.source(), strict.dest, opts);
       if (c.outcome === 'ok') {
         const r = await run;
         assert.deepEqual(r.refused, []);
@@ -371,7 +407,7 @@ for (const c of cases) {
     // skipRefused: refused entries are listed and skipped; malformed input still fails.
     const lenient = await arena();
     try {
-      const run = extract(c.source(), lenient.dest, { skipRefused: true });
+      const run = extract(c.source(), lenient.dest, { ...opts, skipRefused: true });
       if (c.outcome === 'invalid') {
         await assert.rejects(run, (err: unknown) => isLadingError(err, 'E_ARCHIVE_INVALID'));
       } else {

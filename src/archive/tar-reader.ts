@@ -6,8 +6,13 @@
  * Its rules follow Go's archive/tar reader (which the go-archive-tar fixtures test): checksums must
  * match, numeric fields must parse (octal, or base-256 for large values), a pax record must be
  * `"<len> <key>=<value>\n"` with the length exact, NUL is refused in pax paths, link paths, user and
- * group names and in any pax key, the last of several consecutive pax headers wins, and the end of the
- * stream at a header boundary (with or without the two zero blocks) ends the archive.
+ * group names and in any pax key, and the last of several consecutive pax headers wins.
+ *
+ * It is stricter than Go's reader about where an archive ends, because malformed input must be an error,
+ * never a partial success: the archive must end with its end-of-archive marker (two zero blocks, or one,
+ * which some writers emit), anything after the marker must be zeros (record padding), and a pax or GNU
+ * long-name header must have an entry after it. A stream that simply stops at a header boundary (which Go
+ * accepts) is an archive truncated there, unless `allowMissingEndMarker` says to read it as Go does.
  */
 import { isUtf8 } from 'node:buffer';
 
@@ -42,8 +47,14 @@ export interface TarLimits {
   maxHeaderSize: number;
   /** Most consecutive metadata headers (pax, global pax, GNU long name/link) before one entry. */
   maxMetaHeaders: number;
-  /** Most bytes accepted after the end-of-archive marker (record padding). */
+  /** Most bytes accepted after the end-of-archive marker (record padding: they must be zeros). */
   maxTrailing: number;
+  /**
+   * Accept a stream that ends at a header boundary without the end-of-archive marker (as Go's reader does);
+   * a pax or GNU long-name header left without its entry at that point is then ignored, as Go ignores it.
+   * Off by default: such a stream is indistinguishable from an archive truncated at a block boundary.
+   */
+  allowMissingEndMarker?: boolean;
 }
 
 /** Types whose body is never read, whatever their size field says (as Go's reader does). */
@@ -85,6 +96,8 @@ export class TarReader {
   private pending: TarHeader | undefined;
   private zeroBlocks = 0;
   private trailing = 0;
+  /** A pax ('x') or GNU long name/link ('L', 'K') header read, and the entry it applies to not yet. */
+  private pendingMeta: string | undefined;
 
   constructor(private readonly limits: TarLimits) {}
 
@@ -97,6 +110,9 @@ export class TarReader {
         case 'end': {
           this.trailing += n - off;
           if (this.trailing > this.limits.maxTrailing) throw new TarFormatError(`more than ${this.limits.maxTrailing} bytes after the end of the archive`);
+          for (let i = off; i < n; i++) {
+            if (chunk[i] !== 0) throw new TarFormatError('data after the end-of-archive marker (only zero padding may follow it)');
+          }
           return;
         }
         case 'body': {
@@ -162,7 +178,12 @@ export class TarReader {
   /** The input has ended: throws unless it ended where an archive may end. */
   finish(): void {
     if (this.state === 'end') return;
-    if (this.state === 'header' && this.blockFill === 0) return; // at a header boundary (Go accepts this too)
+    if (this.state === 'header' && this.blockFill === 0) {
+      if (this.zeroBlocks === 1) return; // one zero block: an end marker some writers emit
+      if (this.limits.allowMissingEndMarker) return; // at a header boundary, as Go's reader accepts
+      if (this.pendingMeta !== undefined) throw new TarFormatError(`archive ends after ${describeMeta(this.pendingMeta)} with no entry for it`);
+      throw new TarFormatError('archive ends without its end-of-archive marker (truncated at a block boundary)');
+    }
     throw new TarFormatError(this.state === 'header' ? 'archive ends inside a header' : 'archive ends inside an entry (truncated)');
   }
 
@@ -187,6 +208,7 @@ export class TarReader {
 
   private *header(block: Buffer): Generator<TarEvent> {
     if (isZero(block)) {
+      if (this.pendingMeta !== undefined) throw new TarFormatError(`${describeMeta(this.pendingMeta)} is followed by the end of the archive, not by an entry`);
       this.zeroBlocks++;
       if (this.zeroBlocks === 2) this.state = 'end';
       return;
@@ -247,6 +269,7 @@ export class TarReader {
     if (this.longLink !== undefined) [linkpath, linkUtf8] = [this.longLink, this.longLinkUtf8];
     this.paxNotUtf8 = [];
     this.pax = undefined;
+    this.pendingMeta = undefined;
     this.longName = undefined;
     this.longLink = undefined;
     this.metaHeaders = 0;
@@ -267,6 +290,7 @@ export class TarReader {
   }
 
   private applyMeta(type: string, buf: Buffer): void {
+    if (type !== 'g') this.pendingMeta = type;
     switch (type) {
       case 'x': {
         // The last of several pax headers before an entry is the one that applies (as GNU, BSD and Go do).
@@ -286,6 +310,10 @@ export class TarReader {
       }
     }
   }
+}
+
+function describeMeta(type: string): string {
+  return type === 'x' ? 'a pax header' : type === 'L' ? 'a GNU long-name header' : 'a GNU long-link header';
 }
 
 function padding(size: number): number {
