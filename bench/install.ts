@@ -33,19 +33,17 @@
  *   largest).
  * The process exits non-zero only when the benchmark itself cannot run; a missed target is reported.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { which } from '../test/support/peers.js';
+import { measure, stopMeasured, OUTPUT_KEEP, TIME_BIN, type Measured } from './measure.js';
 import { MiB, REPO_ROOT, cleanupOnExit, compiledCli, intEnv, makeFile, mb, median, sha256Hex, syncDisks } from './common.js';
 
 const RESULTS = join(REPO_ROOT, 'bench', 'results', 'install.json');
-const TIME_BIN = '/usr/bin/time';
-const OUTPUT_KEEP = 64 * 1024;
 /** A bound on any one child process; a hung tool is a failure of the benchmark, not a slow result. */
 const CHILD_TIMEOUT_MS = 5 * 60_000;
 /** A bound on how long `lading serve` may take to say where it listens. */
@@ -61,64 +59,6 @@ const CLI_MODE = process.env.LADING_BENCH_CLI ?? 'auto';
 if (!['auto', 'dist', 'build'].includes(CLI_MODE)) throw new Error(`LADING_BENCH_CLI must be auto, dist or build for the install benchmark, not "${CLI_MODE}"`);
 
 // ------------------------------------------------------------------ child processes
-
-interface Measured {
-  wallS: number;
-  rssKiB: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The measured child running now, if any, so that an exit or Ctrl-C can stop it. */
-let current: ChildProcess | undefined;
-
-function killGroup(child: ChildProcess): void {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    /* already gone */
-  }
-}
-
-/** Runs one command under GNU time; resolves with its wall time and peak RSS, rejects on a non-zero exit. */
-async function measure(cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; scratch: string; cwd?: string }): Promise<Measured> {
-  const rssFile = join(opts.scratch, `rss-${randomBytes(4).toString('hex')}`);
-  const t0 = performance.now();
-  const child = spawn(TIME_BIN, ['-f', '%M', '-o', rssFile, cmd, ...args], {
-    cwd: opts.cwd,
-    env: opts.env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group, so that a timeout or Ctrl-C stops the tool under GNU time too.
-    detached: true,
-  });
-  current = child;
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (c: Buffer) => (stdout = (stdout + c.toString('utf8')).slice(-OUTPUT_KEEP)));
-  child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString('utf8')).slice(-OUTPUT_KEEP)));
-  const timer = setTimeout(() => killGroup(child), CHILD_TIMEOUT_MS);
-  const code = await new Promise<number | null>((res, rej) => {
-    child.once('error', rej);
-    child.once('close', (c) => res(c));
-  }).finally(() => {
-    clearTimeout(timer);
-    current = undefined;
-  });
-  const wallS = (performance.now() - t0) / 1000;
-  let rssKiB = NaN;
-  try {
-    // GNU time writes "Command exited with non-zero status N" before the figure when the command fails.
-    const lines = readFileSync(rssFile, 'utf8').trim().split('\n');
-    rssKiB = Number(lines[lines.length - 1]);
-  } catch {
-    /* reported below */
-  }
-  rmSync(rssFile, { force: true });
-  if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`);
-  if (!Number.isFinite(rssKiB)) throw new Error(`GNU time did not report the peak RSS of ${cmd}`);
-  return { wallS, rssKiB, stdout, stderr };
-}
 
 /** An untimed helper command (the push, the checks); throws on a non-zero exit or a timeout. */
 function runChecked(cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: string }): string {
@@ -258,7 +198,7 @@ function checkHash(path: string, want: string, what: string): void {
 async function ladingInstall(ctx: Ctx, dest: string): Promise<Measured> {
   const root = join(dest, 'root');
   const lockfile = join(dest, 'lading.lock');
-  const m = await measure(process.execPath, [ctx.cli, 'install', ref(ctx), '--root', root, '--lockfile', lockfile, '--json'], { env: ctx.env, scratch: ctx.scratch });
+  const m = await measure(process.execPath, [ctx.cli, 'install', ref(ctx), '--root', root, '--lockfile', lockfile, '--json'], { env: ctx.env, scratch: ctx.scratch, timeoutMs: CHILD_TIMEOUT_MS });
   const result = JSON.parse(m.stdout) as { path: string; changed: boolean; command?: string; root?: string };
   if (!result.changed || result.command !== 'tool' || result.root !== ctx.src.indexDigest) throw new Error(`lading install reported something else than a fresh install of the pushed index:\n${m.stdout}`);
   const ran = runChecked(join(root, 'bin', 'tool'), ['bench-check'], { env: ctx.env }).trim();
@@ -270,14 +210,14 @@ async function ladingInstall(ctx: Ctx, dest: string): Promise<Measured> {
 
 async function skopeoCopy(ctx: Ctx, dest: string): Promise<Measured> {
   const out = join(dest, 'dir');
-  const m = await measure('skopeo', ['copy', '--quiet', '--all', '--preserve-digests', '--src-tls-verify=false', `docker://${ref(ctx)}`, `dir:${out}`], { env: ctx.env, scratch: ctx.scratch });
+  const m = await measure('skopeo', ['copy', '--quiet', '--all', '--preserve-digests', '--src-tls-verify=false', `docker://${ref(ctx)}`, `dir:${out}`], { env: ctx.env, scratch: ctx.scratch, timeoutMs: CHILD_TIMEOUT_MS });
   checkHash(join(out, ctx.src.hex), ctx.src.hex, 'skopeo copy');
   return m;
 }
 
 async function ladingPull(ctx: Ctx, dest: string): Promise<Measured> {
   const out = join(dest, 'out');
-  const m = await measure(process.execPath, [ctx.cli, 'pull', ref(ctx), '--platform', 'native', '-o', out, '--json'], { env: ctx.env, scratch: ctx.scratch });
+  const m = await measure(process.execPath, [ctx.cli, 'pull', ref(ctx), '--platform', 'native', '-o', out, '--json'], { env: ctx.env, scratch: ctx.scratch, timeoutMs: CHILD_TIMEOUT_MS });
   if (!(statSync(join(out, 'bin', 'tool')).mode & 0o100)) throw new Error('lading pull: bin/tool is not executable');
   checkHash(join(out, BIG), ctx.src.hex, 'lading pull');
   return m;
@@ -324,7 +264,7 @@ async function main(): Promise<void> {
   const buildDir = join(REPO_ROOT, 'bench', `.build-install-${process.pid}`);
   let server: Server | undefined;
   const cleanup = (): void => {
-    if (current) killGroup(current);
+    stopMeasured();
     server?.kill();
     rmSync(work, { recursive: true, force: true });
     rmSync(buildDir, { recursive: true, force: true });
@@ -354,7 +294,7 @@ async function main(): Promise<void> {
     const tools: Tool[] = haveSkopeo ? ['lading install', 'skopeo copy', 'lading pull'] : ['lading install', 'lading pull'];
     const rows = new Map<Tool, Row>(tools.map((t) => [t, { tool: t, runs: [], note: NOTES[t] }]));
     // A floor for the RSS figures: what the compiled CLI takes to start and print its version.
-    const floor = await measure(process.execPath, [ctx.cli, '--version'], { env, scratch });
+    const floor = await measure(process.execPath, [ctx.cli, '--version'], { env, scratch, timeoutMs: CHILD_TIMEOUT_MS });
 
     for (let run = 1; run <= RUNS; run++) {
       // The order rotates so that drift on a shared machine (and a warm or cold page cache) spreads over every tool.

@@ -27,15 +27,16 @@
  *   like-for-like rows for a client that verifies, as lading does.
  * The process exits non-zero only when the benchmark itself cannot run; missed targets are reported.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { linkSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
 import { performance } from 'node:perf_hooks';
 import { startDockerRegistry, type DockerRegistry } from '../test/support/registry.js';
 import { which } from '../test/support/peers.js';
+import { measure, stopMeasured, TIME_BIN, type Measured } from './measure.js';
 import { HASH_ARGS, MiB, REPO_ROOT, cleanupOnExit, compiledCli, intEnv, makeFile, mb, median, sha256Hex, syncDisks } from './common.js';
 
 const RESULTS = join(REPO_ROOT, 'bench', 'results', 'latest.json');
@@ -43,9 +44,6 @@ const EMPTY_CONFIG = '{}';
 const EMPTY_CONFIG_DIGEST = 'sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a';
 const ARTIFACT_TYPE = 'application/vnd.unknown.artifact.v1';
 const MANIFEST_TYPE = 'application/vnd.oci.image.manifest.v1+json';
-const OUTPUT_KEEP = 64 * 1024;
-/** A bound on any one child process; a hung tool is a crash of the benchmark, not a slow result. */
-const CHILD_TIMEOUT_MS = 10 * 60_000;
 
 // ------------------------------------------------------------------ configuration
 
@@ -57,66 +55,6 @@ const CLI_MODE = process.env.LADING_BENCH_CLI ?? 'auto';
 if (!['auto', 'dist', 'build', 'tsx'].includes(CLI_MODE)) throw new Error(`LADING_BENCH_CLI must be auto, dist, build or tsx, not "${CLI_MODE}"`);
 
 // ------------------------------------------------------------------ child processes
-
-interface Measured {
-  wallS: number;
-  rssKiB: number;
-  stdout: string;
-  stderr: string;
-}
-
-let current: ChildProcess | undefined;
-const TIME_BIN = '/usr/bin/time';
-
-/** Runs one command under GNU time; resolves with its wall time and peak RSS, rejects on a non-zero exit. */
-async function measure(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; scratch: string }): Promise<Measured> {
-  const rssFile = join(opts.scratch, `rss-${randomBytes(4).toString('hex')}`);
-  const t0 = performance.now();
-  const child = spawn(TIME_BIN, ['-f', '%M', '-o', rssFile, cmd, ...args], {
-    cwd: opts.cwd,
-    env: opts.env ?? process.env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group, so that a timeout or Ctrl-C stops the tool under GNU time too.
-    detached: true,
-  });
-  current = child;
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (c: Buffer) => (stdout = (stdout + c.toString('utf8')).slice(-OUTPUT_KEEP)));
-  child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString('utf8')).slice(-OUTPUT_KEEP)));
-  const timer = setTimeout(() => killGroup(child), CHILD_TIMEOUT_MS);
-  const code = await new Promise<number | null>((res, rej) => {
-    child.once('error', rej);
-    child.once('close', (c) => res(c));
-  }).finally(() => {
-    clearTimeout(timer);
-    current = undefined;
-  });
-  const wallS = (performance.now() - t0) / 1000;
-  let rssKiB = NaN;
-  try {
-    // GNU time writes "Command exited with non-zero status N" before the figure when the command fails.
-    const lines = readFileSync(rssFile, 'utf8').trim().split('\n');
-    rssKiB = Number(lines[lines.length - 1]);
-  } catch {
-    /* reported below */
-  }
-  rmSync(rssFile, { force: true });
-  if (code !== 0) {
-    throw new Error(`${cmd} ${args.join(' ')} exited with ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`);
-  }
-  if (!Number.isFinite(rssKiB)) throw new Error(`GNU time did not report the peak RSS of ${cmd}`);
-  return { wallS, rssKiB, stdout, stderr };
-}
-
-function killGroup(child: ChildProcess): void {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    /* already gone */
-  }
-}
 
 /** Sums the wall time and keeps the largest peak RSS of steps run one after another. */
 function combine(parts: Measured[]): Measured {
@@ -434,7 +372,7 @@ async function main(): Promise<void> {
   mkdirSync(scratch);
   const buildDir = join(REPO_ROOT, 'bench', `.build-${process.pid}`);
   const cleanup = (): void => {
-    if (current) killGroup(current);
+    stopMeasured();
     rmSync(work, { recursive: true, force: true });
     rmSync(buildDir, { recursive: true, force: true });
   };
